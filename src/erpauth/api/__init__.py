@@ -1,0 +1,1 @@
+"""The JSON API that access tokens open."""

@@ -1,0 +1,70 @@
+"""The ASGI application."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from erpauth import __version__
+from erpauth.api import docs, health, me
+from erpauth.config import Settings
+from erpauth.http.errors import install_error_handlers
+from erpauth.http.middleware import (
+    BodyLimitMiddleware,
+    CaseInsensitivePathMiddleware,
+    SecurityHeadersMiddleware,
+)
+from erpauth.oauth import token_endpoint
+from erpauth.services import Services, build_services
+
+DESCRIPTION = """\
+Authentication for the company's API.
+
+Every API call carries `Authorization: Bearer <access token>`. To get a token, click
+**Authorize** and enter:
+
+* **username** and **password**: an operator's e-mail and password; the operator must be
+  active and have API permission (a System Administrator grants it);
+* **client_id** and **client_secret**: the company's API client credentials, from
+  System Settings → API in the web application.
+
+The company's license must have API access enabled.
+"""
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Builds the application; without ``services`` it connects at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or build_services(settings)
+        app.state.services.keys.reload()
+        yield
+        if owned:
+            app.state.services.close()
+
+    app = FastAPI(
+        title="erpauth API",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        servers=[{"url": settings.public_url}],
+    )
+    app.state.settings = settings
+    if services is not None:
+        app.state.services = services
+
+    app.include_router(token_endpoint.router)
+    app.include_router(me.router)
+    app.include_router(health.router)
+    app.include_router(docs.router)
+    install_error_handlers(app)
+
+    api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
+    app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)
+    return app

@@ -1,0 +1,13 @@
+"""Entry point for ASGI servers: ``uvicorn --factory erpauth.asgi:create``."""
+
+from fastapi import FastAPI
+
+from erpauth.app import create_app
+from erpauth.config import Settings
+from erpauth.logs import configure_logging
+
+
+def create() -> FastAPI:
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)

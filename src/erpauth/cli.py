@@ -1,0 +1,337 @@
+"""The ``erpauth`` command: set up the database, run the service, manage companies and operators."""
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from erpauth.config import Settings
+from erpauth.demo import ensure_demo
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
+from erpauth.domain.clients import reveal_secret
+from erpauth.domain.companies import create_company, get_company, set_api_enabled, set_token_policy
+from erpauth.domain.errors import DomainError
+from erpauth.domain.operators import (
+    create_operator,
+    get_operator,
+    set_active,
+    set_api_permission,
+    set_password,
+)
+from erpauth.logs import configure_logging
+from erpauth.security.secrets import new_password
+from erpauth.services import Services, build_services
+
+Handler = Callable[[argparse.Namespace, Services], dict[str, Any]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings)
+
+    if args.command == "serve":
+        return _serve(args, settings)
+
+    try:
+        services = build_services(settings, migrate=True)
+    except OperationalError as exc:
+        return _fail(args, f"cannot reach the database: {exc.orig}")
+    try:
+        result = args.handler(args, services)
+    except DomainError as exc:
+        return _fail(args, str(exc))
+    finally:
+        services.close()
+
+    _print(args, result)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="erpauth", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler | None, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        if handler is not None:
+            sub.add_argument("--json", action="store_true", help="print one JSON object")
+        return sub
+
+    init = command("init", _init, "create or migrate the database (and the demo data)")
+    init.add_argument("--demo", action="store_true", help="also create the demo company")
+
+    serve = command("serve", None, "run the service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    company = command("company-create", _company_create, "create a company and its API client")
+    company.add_argument("--name", required=True)
+    company.add_argument("--code", required=True, help="account code, unique")
+    company.add_argument("--api-enabled", action="store_true", help="license includes API access")
+    company.add_argument("--token-expiry-hours", type=int, default=24, help="0 = never expires")
+    company.add_argument("--call-limit", type=int, default=200, help="calls per minute")
+
+    license_ = command("company-license", _company_license, "open or close a license's API access")
+    license_.add_argument("--code", required=True)
+    license_.add_argument("--api", choices=["on", "off"], required=True)
+
+    policy = command("company-policy", _company_policy, "set token expiry and call limit")
+    policy.add_argument("--code", required=True)
+    policy.add_argument("--token-expiry-hours", type=int, required=True, help="0 = never expires")
+    policy.add_argument("--call-limit", type=int, required=True, help="calls per minute")
+
+    creds = command(
+        "company-credentials", _company_credentials, "show a company's client ID and secrets"
+    )
+    creds.add_argument("--code", required=True)
+
+    operator = command("operator-create", _operator_create, "create an operator")
+    operator.add_argument("--company", required=True, help="the company's account code")
+    operator.add_argument("--email", required=True)
+    operator.add_argument("--name", help="display name")
+    operator.add_argument("--password", help="default: a generated one, printed once")
+    operator.add_argument("--admin", action="store_true", help="make a System Administrator")
+    operator.add_argument("--api", action="store_true", help="grant API permission")
+
+    for name, handler, text in [
+        ("operator-grant-api", _grant_api, "grant an operator API permission"),
+        ("operator-revoke-api", _revoke_api, "revoke an operator's API permission"),
+        ("operator-activate", _activate, "activate an operator"),
+        ("operator-deactivate", _deactivate, "deactivate an operator; their tokens stop working"),
+    ]:
+        command(name, handler, text).add_argument("email")
+
+    reset = command("operator-set-password", _set_password, "set an operator's password")
+    reset.add_argument("email")
+    reset.add_argument("--password", help="default: a generated one, printed once")
+    return parser
+
+
+def _init(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    if not args.demo:
+        return {"database": "ready"}
+    return dataclasses.asdict(ensure_demo(services))
+
+
+def _company_create(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        company = create_company(
+            session,
+            services.box,
+            name=args.name,
+            account_code=args.code,
+            api_enabled=args.api_enabled,
+            token_expiry_hours=args.token_expiry_hours,
+            call_limit_per_minute=args.call_limit,
+        )
+        audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
+        return _company_view(services, company.account_code, session=session)
+
+
+def _company_license(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        company = get_company(session, args.code)
+        set_api_enabled(session, company, args.api == "on")
+        audit.record(
+            session,
+            "license.change",
+            "success",
+            Origin.cli(),
+            company_id=company.id,
+            api_enabled=company.api_enabled,
+        )
+        return {"account_code": company.account_code, "api_enabled": company.api_enabled}
+
+
+def _company_policy(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        company = get_company(session, args.code)
+        set_token_policy(
+            session,
+            company,
+            token_expiry_hours=args.token_expiry_hours,
+            call_limit_per_minute=args.call_limit,
+        )
+        audit.record(
+            session,
+            "policy.change",
+            "success",
+            Origin.cli(),
+            company_id=company.id,
+            token_expiry_hours=company.token_expiry_hours,
+            call_limit_per_minute=company.call_limit_per_minute,
+        )
+        return {
+            "account_code": company.account_code,
+            "token_expiry_hours": company.token_expiry_hours,
+            "call_limit_per_minute": company.call_limit_per_minute,
+        }
+
+
+def _company_credentials(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        company = get_company(session, args.code)
+        audit.record(
+            session,
+            "secret.show",
+            "success",
+            Origin.cli(),
+            company_id=company.id,
+            client_id=company.api_client.client_id,
+            slot="both",
+        )
+        return _company_view(services, args.code, session=session, secrets=True)
+
+
+def _company_view(
+    services: Services, code: str, *, session: Any, secrets: bool = False
+) -> dict[str, Any]:
+    company = get_company(session, code)
+    client = company.api_client
+    view: dict[str, Any] = {
+        "company": company.name,
+        "account_code": company.account_code,
+        "api_enabled": company.api_enabled,
+        "token_expiry_hours": company.token_expiry_hours,
+        "call_limit_per_minute": company.call_limit_per_minute,
+        "client_id": client.client_id,
+    }
+    if secrets:
+        view["client_secret_primary"] = reveal_secret(services.box, client, "primary")
+        view["client_secret_secondary"] = reveal_secret(services.box, client, "secondary")
+    return view
+
+
+def _operator_create(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    password = args.password or new_password()
+    with services.database.session() as session:
+        company = get_company(session, args.company)
+        operator = create_operator(
+            session,
+            services.hasher,
+            company,
+            email=args.email,
+            password=password,
+            display_name=args.name,
+            is_system_admin=args.admin,
+            api_permission=args.api,
+        )
+        audit.record(
+            session,
+            "operator.create",
+            "success",
+            Origin.cli(),
+            company_id=company.id,
+            operator_id=operator.id,
+        )
+        view = _operator_view(operator)
+    if not args.password:
+        view["password"] = password
+    return view
+
+
+def _operator_change(kind: str, change: Callable[[Any, Any], None]) -> Handler:
+    def handler(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+        with services.database.session() as session:
+            operator = get_operator(session, args.email)
+            change(session, operator)
+            audit.record(
+                session,
+                kind,
+                "success",
+                Origin.cli(),
+                company_id=operator.company_id,
+                operator_id=operator.id,
+            )
+            return _operator_view(operator)
+
+    return handler
+
+
+_grant_api = _operator_change("permission.grant", lambda s, o: set_api_permission(s, o, True))
+_revoke_api = _operator_change("permission.revoke", lambda s, o: set_api_permission(s, o, False))
+_activate = _operator_change("operator.activate", lambda s, o: set_active(s, o, True))
+_deactivate = _operator_change("operator.deactivate", lambda s, o: set_active(s, o, False))
+
+
+def _set_password(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    password = args.password or new_password()
+    with services.database.session() as session:
+        operator = get_operator(session, args.email)
+        set_password(session, services.hasher, operator, password)
+        audit.record(
+            session,
+            "password.change",
+            "success",
+            Origin.cli(),
+            company_id=operator.company_id,
+            operator_id=operator.id,
+        )
+        view = _operator_view(operator)
+    if not args.password:
+        view["password"] = password
+    return view
+
+
+def _operator_view(operator: Any) -> dict[str, Any]:
+    return {
+        "email": operator.email,
+        "display_name": operator.display_name,
+        "active": operator.is_active,
+        "system_admin": operator.is_system_admin,
+        "api_permission": operator.api_permission,
+    }
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    try:
+        build_services(settings, migrate=True).close()
+    except OperationalError as exc:
+        print(f"erpauth: cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 1
+    print(
+        f"erpauth: serving on http://{args.host}:{args.port} (Swagger UI at /docs)", file=sys.stderr
+    )
+    uvicorn.run(
+        "erpauth.asgi:create",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=False,
+        server_header=False,
+        log_level="warning",
+        timeout_keep_alive=5,
+    )
+    return 0
+
+
+def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(result))
+        return
+    width = max(len(key) for key in result) if result else 0
+    for key, value in result.items():
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    print(f"erpauth: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

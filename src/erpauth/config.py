@@ -1,0 +1,68 @@
+"""Service configuration, read from ``ERPAUTH_*`` environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# OWASP Password Storage Cheat Sheet, argon2id: at least 19 MiB of memory and 2 iterations.
+OWASP_MIN_MEMORY_KIB = 19 * 1024
+OWASP_MIN_TIME_COST = 2
+
+
+class Settings(BaseSettings):
+    """Everything an operator of the service can set; each field is ``ERPAUTH_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ERPAUTH_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Folder for the SQLite file and local keys.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is a SQLite file in the data folder."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL clients use; also the token issuer."
+    )
+    secret_key: str | None = Field(
+        None,
+        description=(
+            "Fernet key(s), comma-separated, newest first, that encrypt client secrets and "
+            "signing keys at rest. Default: a key file made in the data folder at first start."
+        ),
+    )
+    audience: str = Field("erpauth-api", description="The `aud` claim of access tokens.")
+    argon2_memory_kib: int = Field(OWASP_MIN_MEMORY_KIB, ge=OWASP_MIN_MEMORY_KIB)
+    argon2_time_cost: int = Field(OWASP_MIN_TIME_COST, ge=OWASP_MIN_TIME_COST)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    refresh_token_ttl_hours: int = Field(24 * 30, ge=1)
+    session_ttl_minutes: int = Field(8 * 60, ge=1)
+    session_idle_minutes: int = Field(60, ge=1)
+    reauth_window_seconds: int = Field(300, ge=30)
+    redis_url: str | None = None
+    log_format: str = Field("text", pattern="^(text|json)$")
+    log_level: str = "INFO"
+    db_pool_size: int = Field(10, ge=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        return self.public_url
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'erpauth.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

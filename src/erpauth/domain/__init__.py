@@ -1,0 +1,1 @@
+"""The business rules: companies and their licenses, API clients, operators, tokens."""

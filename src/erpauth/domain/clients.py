@@ -1,0 +1,51 @@
+"""The company's API client: authenticating it and managing its two secrets."""
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from erpauth.security.secrets import SecretBox, equal, new_client_secret
+from erpauth.storage.models import ApiClient
+
+SecretSlot = Literal["primary", "secondary"]
+
+# Compared against when the client ID is unknown, so that case takes as long as a wrong secret.
+_NO_SECRET = new_client_secret()
+
+
+def authenticate_client(
+    session: Session, box: SecretBox, client_id: str, client_secret: str
+) -> ApiClient | None:
+    """The client when the secret matches either of its two secrets, else None."""
+    client = session.scalar(select(ApiClient).where(ApiClient.client_id == client_id[:36]).limit(1))
+    if client is None:
+        equal(client_secret, _NO_SECRET)
+        equal(client_secret, _NO_SECRET)
+        return None
+
+    primary_ok = equal(client_secret, box.decrypt(client.primary_secret_encrypted))
+    secondary_ok = equal(client_secret, box.decrypt(client.secondary_secret_encrypted))
+    return client if primary_ok or secondary_ok else None
+
+
+def reveal_secret(box: SecretBox, client: ApiClient, slot: SecretSlot) -> str:
+    encrypted = (
+        client.primary_secret_encrypted if slot == "primary" else client.secondary_secret_encrypted
+    )
+    return box.decrypt(encrypted)
+
+
+def regenerate_secret(session: Session, box: SecretBox, client: ApiClient, slot: SecretSlot) -> str:
+    """Replaces one secret; the other stays valid so integrations can move over."""
+    secret = new_client_secret()
+    now = datetime.now(UTC)
+    if slot == "primary":
+        client.primary_secret_encrypted = box.encrypt(secret)
+        client.primary_secret_updated_at = now
+    else:
+        client.secondary_secret_encrypted = box.encrypt(secret)
+        client.secondary_secret_updated_at = now
+    session.flush()
+    return secret

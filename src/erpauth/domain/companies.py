@@ -1,0 +1,90 @@
+"""Companies, their licenses and token policy."""
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.security.secrets import SecretBox, new_client_secret
+from erpauth.storage.models import ApiClient, Company
+
+MAX_TOKEN_EXPIRY_HOURS = 24 * 366
+MAX_CALL_LIMIT = 1_000_000
+ACCOUNT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def create_company(
+    session: Session,
+    box: SecretBox,
+    *,
+    name: str,
+    account_code: str,
+    api_enabled: bool = False,
+    token_expiry_hours: int = 24,
+    call_limit_per_minute: int = 200,
+) -> Company:
+    """Creates a company with its API client (a fresh client ID and two secrets)."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise DomainError("the company name must be 1 to 200 characters")
+    if not ACCOUNT_CODE.match(account_code):
+        raise DomainError("the account code must be 1 to 64 letters, digits, '.', '_' or '-'")
+    if session.scalar(select(Company.id).where(Company.account_code == account_code)):
+        raise Conflict(f"a company with account code {account_code!r} exists already")
+    check_token_policy(token_expiry_hours, call_limit_per_minute)
+
+    now = datetime.now(UTC)
+    company = Company(
+        name=name,
+        account_code=account_code,
+        api_enabled=api_enabled,
+        token_expiry_hours=token_expiry_hours,
+        call_limit_per_minute=call_limit_per_minute,
+        created_at=now,
+        updated_at=now,
+    )
+    company.api_client = ApiClient(
+        client_id=str(uuid.uuid4()),
+        primary_secret_encrypted=box.encrypt(new_client_secret()),
+        primary_secret_updated_at=now,
+        secondary_secret_encrypted=box.encrypt(new_client_secret()),
+        secondary_secret_updated_at=now,
+        provisioned_at=now,
+    )
+    session.add(company)
+    session.flush()
+    return company
+
+
+def check_token_policy(token_expiry_hours: int, call_limit_per_minute: int) -> None:
+    if not 0 <= token_expiry_hours <= MAX_TOKEN_EXPIRY_HOURS:
+        raise DomainError(
+            f"token expiry must be 0 (never expires) to {MAX_TOKEN_EXPIRY_HOURS} hours"
+        )
+    if not 1 <= call_limit_per_minute <= MAX_CALL_LIMIT:
+        raise DomainError(f"the call limit must be 1 to {MAX_CALL_LIMIT} calls per minute")
+
+
+def get_company(session: Session, account_code: str) -> Company:
+    company = session.scalar(select(Company).where(Company.account_code == account_code))
+    if company is None:
+        raise NotFound(f"no company with account code {account_code!r}")
+    return company
+
+
+def set_api_enabled(session: Session, company: Company, enabled: bool) -> None:
+    """Opens or closes the API in the company's license; closing it stops every token at once."""
+    company.api_enabled = enabled
+    session.flush()
+
+
+def set_token_policy(
+    session: Session, company: Company, *, token_expiry_hours: int, call_limit_per_minute: int
+) -> None:
+    check_token_policy(token_expiry_hours, call_limit_per_minute)
+    company.token_expiry_hours = token_expiry_hours
+    company.call_limit_per_minute = call_limit_per_minute
+    session.flush()

@@ -1,0 +1,106 @@
+"""Operators: the people who sign in, and who among them may use the API."""
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.domain.tokens import revoke_operator_tokens
+from erpauth.security.passwords import PasswordHasher, password_problem
+from erpauth.storage.models import Company, Operator
+
+# Deliberately loose: one @, something on each side, no spaces. Delivery proves the rest.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+def email_key(email: str) -> str:
+    """The e-mail as a username: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+def create_operator(
+    session: Session,
+    hasher: PasswordHasher,
+    company: Company,
+    *,
+    email: str,
+    password: str,
+    display_name: str | None = None,
+    is_system_admin: bool = False,
+    api_permission: bool = False,
+) -> Operator:
+    email = email.strip()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise DomainError(f"{email!r} is not an e-mail address")
+    if session.scalar(select(Operator.id).where(Operator.email_key == email_key(email))):
+        raise Conflict(f"an operator with e-mail {email} exists already")
+    problem = password_problem(password)
+    if problem:
+        raise DomainError(problem)
+    display_name = (display_name or email.split("@")[0]).strip()[:200]
+
+    now = datetime.now(UTC)
+    operator = Operator(
+        company_id=company.id,
+        email=email,
+        email_key=email_key(email),
+        display_name=display_name,
+        password_hash=hasher.hash(password),
+        is_active=True,
+        is_system_admin=is_system_admin,
+        api_permission=api_permission,
+        password_changed_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(operator)
+    session.flush()
+    return operator
+
+
+def find_operator(session: Session, email: str) -> Operator | None:
+    return session.scalar(select(Operator).where(Operator.email_key == email_key(email)))
+
+
+def get_operator(session: Session, email: str) -> Operator:
+    operator = find_operator(session, email)
+    if operator is None:
+        raise NotFound(f"no operator with e-mail {email}")
+    return operator
+
+
+def get_operator_by_id(session: Session, operator_id: uuid.UUID) -> Operator:
+    operator = session.get(Operator, operator_id)
+    if operator is None:
+        raise NotFound("no such operator")
+    return operator
+
+
+def set_password(
+    session: Session, hasher: PasswordHasher, operator: Operator, password: str
+) -> None:
+    problem = password_problem(password)
+    if problem:
+        raise DomainError(problem)
+    operator.password_hash = hasher.hash(password)
+    operator.password_changed_at = datetime.now(UTC)
+    session.flush()
+
+
+def set_active(session: Session, operator: Operator, active: bool) -> None:
+    """Deactivating an operator stops their tokens at once, and for good."""
+    operator.is_active = active
+    if not active:
+        revoke_operator_tokens(session, operator.id, "operator_deactivated")
+    session.flush()
+
+
+def set_api_permission(session: Session, operator: Operator, allowed: bool) -> None:
+    """Taking API permission away stops the operator's tokens at once, and for good."""
+    operator.api_permission = allowed
+    if not allowed:
+        revoke_operator_tokens(session, operator.id, "api_permission_revoked")
+    session.flush()

@@ -1,0 +1,100 @@
+"""The one place where errors become HTTP responses: always JSON, never a traceback."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
+
+from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.oauth.errors import OAuthError
+
+log = logging.getLogger("erpauth.http")
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+def error_response(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
+    return JSONResponse(
+        exc.body(),
+        status_code=exc.status_code,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **exc.headers},
+    )
+
+
+async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    description = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, description, dict(exc.headers or {}))
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg"))
+    return error_response(400, "invalid_request", "; ".join(map(str, problems)) or "invalid input")
+
+
+async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+    if isinstance(exc, NotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, Conflict):
+        return error_response(409, "conflict", str(exc))
+    return error_response(400, "invalid_request", str(exc))
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "database unavailable during %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return error_response(
+        503,
+        "temporarily_unavailable",
+        "the service cannot reach its database right now; try again shortly",
+        {"Retry-After": "5"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error during %s %s", request.method, request.url.path)
+    return error_response(500, "server_error", "something went wrong on our side; it is logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OAuthError, _oauth_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

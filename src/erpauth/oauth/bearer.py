@@ -1,0 +1,56 @@
+"""Bearer token usage on protected resources (RFC 6750 §2.1)."""
+
+import logging
+
+from fastapi import Request, Security
+from fastapi.security import OAuth2PasswordBearer
+
+from erpauth.domain.tokens import InvalidToken as TokenRefused
+from erpauth.domain.tokens import TokenContext
+from erpauth.oauth.errors import InvalidToken, MalformedAuthorization, MissingToken
+from erpauth.oauth.token_endpoint import TOKEN_PATH
+from erpauth.services import Services
+
+log = logging.getLogger("erpauth.oauth")
+
+REALM = "erpauth"
+MAX_TOKEN_LENGTH = 4096
+
+# Declares the OAuth2 password flow in the OpenAPI document, which gives Swagger UI its
+# Authorize button. The checking itself is done by `bearer_token` below.
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl=TOKEN_PATH,
+    scheme_name="OAuth2",
+    auto_error=False,
+    description=(
+        "Sign in with an operator's e-mail and password and the company's API client "
+        "credentials (client_id and client_secret, from System Settings → API). The client "
+        "credentials may travel in the Authorization header or in the request body."
+    ),
+)
+
+
+def bearer_token(request: Request, _declared: str | None = Security(oauth2_scheme)) -> TokenContext:
+    """The context of the request's access token; refuses the request without a valid one."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise MissingToken(
+            "this API needs an access token: send Authorization: Bearer <token>", REALM
+        )
+
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise MalformedAuthorization("the Authorization header must be 'Bearer <token>'", REALM)
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("the access token is invalid", REALM)
+
+    services: Services = request.app.state.services
+    try:
+        context = services.tokens.authenticate(token)
+    except TokenRefused as exc:
+        log.info("bearer token refused: %s", exc, extra={"fields": {"path": request.url.path}})
+        raise InvalidToken(str(exc), REALM) from exc
+
+    request.state.token = context
+    return context

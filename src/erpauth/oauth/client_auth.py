@@ -1,0 +1,81 @@
+"""Client authentication at the token endpoint (RFC 6749 §2.3.1).
+
+The client sends its ID and secret either in an HTTP Basic ``Authorization`` header
+(``client_secret_basic``) or as ``client_id`` and ``client_secret`` form fields
+(``client_secret_post``); never both.
+"""
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote_plus
+
+from erpauth.oauth.errors import InvalidClient, InvalidRequest
+
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="erpauth", charset="UTF-8"'}
+MAX_CREDENTIAL_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+    method: Literal["client_secret_basic", "client_secret_post"]
+
+    def refusal(self, description: str) -> InvalidClient:
+        """The invalid_client error, with the Basic challenge when Basic was used."""
+        headers = BASIC_CHALLENGE if self.method == "client_secret_basic" else None
+        return InvalidClient(description, headers=headers)
+
+
+def read_client_credentials(authorization: str | None, form: dict[str, str]) -> ClientCredentials:
+    body_id, body_secret = form.get("client_id"), form.get("client_secret")
+
+    if authorization:
+        client_id, client_secret = _parse_basic(authorization)
+        if body_secret is not None or (body_id is not None and body_id != client_id):
+            raise InvalidRequest(
+                "send the client credentials either in the Authorization header or in the body, "
+                "not both"
+            )
+        return ClientCredentials(client_id, client_secret, "client_secret_basic")
+
+    if body_id is None or body_secret is None:
+        raise InvalidClient(
+            "client authentication is required: send client_id and client_secret in an HTTP "
+            "Basic Authorization header or in the request body",
+            headers=BASIC_CHALLENGE,
+        )
+    _check_length(body_id, body_secret)
+    return ClientCredentials(body_id, body_secret, "client_secret_post")
+
+
+def _parse_basic(authorization: str) -> tuple[str, str]:
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidRequest(
+            "the token endpoint accepts only HTTP Basic client authentication in the "
+            "Authorization header"
+        )
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidClient(
+            "the Authorization header is not valid HTTP Basic", headers=BASIC_CHALLENGE
+        ) from exc
+
+    raw_id, colon, raw_secret = decoded.partition(":")
+    if not colon or not raw_id or not raw_secret:
+        raise InvalidClient(
+            "the Authorization header must carry client_id:client_secret", headers=BASIC_CHALLENGE
+        )
+    # RFC 6749 §2.3.1: both parts are form-urlencoded before they are joined.
+    client_id, client_secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    _check_length(client_id, client_secret)
+    return client_id, client_secret
+
+
+def _check_length(client_id: str, client_secret: str) -> None:
+    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH:
+        raise InvalidClient("the client credentials are not valid", headers=BASIC_CHALLENGE)

@@ -1,0 +1,44 @@
+"""Strict reading of ``application/x-www-form-urlencoded`` request bodies (RFC 6749 §3.2)."""
+
+from collections import Counter
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from erpauth.oauth.errors import InvalidRequest
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 32
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The parameters of a token request; empty ones count as absent (RFC 6749 §3.1)."""
+    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    if media_type.strip().lower() != FORM_TYPE:
+        raise InvalidRequest(f"send the parameters as {FORM_TYPE}, not as a JSON or other body")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise InvalidRequest("the form must be encoded in UTF-8")
+
+    body = await request.body()
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the form is not valid UTF-8") from exc
+    except ValueError as exc:
+        raise InvalidRequest(f"the form has more than {MAX_FIELDS} parameters") from exc
+
+    counts = Counter(name for name, _ in pairs)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise InvalidRequest(f"the parameter {repeated[0]!r} is repeated")
+    if any("\x00" in name or "\x00" in value for name, value in pairs):
+        raise InvalidRequest("the form holds a NUL character")
+    return {name: value for name, value in pairs if value}

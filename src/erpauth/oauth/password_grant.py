@@ -1,0 +1,161 @@
+"""Resource owner password credentials grant (RFC 6749 §4.3)."""
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
+from erpauth.domain.clients import authenticate_client
+from erpauth.domain.operators import find_operator
+from erpauth.domain.tokens import IssuedAccessToken
+from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.errors import InvalidGrant, InvalidRequest, OAuthError
+from erpauth.oauth.scope import parse_scope
+from erpauth.services import Services
+from erpauth.storage.models import ApiClient, Company, Operator
+
+log = logging.getLogger("erpauth.oauth")
+
+WRONG_CREDENTIALS = "the e-mail or password is wrong"
+LICENSE_CLOSED = "API access is not enabled in this company's license"
+NO_PERMISSION = "this operator does not have API permission; ask your System Administrator"
+DEACTIVATED = "this operator's account is deactivated; ask your System Administrator"
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """What the first, short transaction learned; the password is checked outside it."""
+
+    client_id: str
+    company_id: object
+    operator_id: object | None
+    password_hash: str | None
+
+
+def password_grant(
+    services: Services, credentials: ClientCredentials, form: dict[str, str], origin: Origin
+) -> IssuedAccessToken:
+    username, password = form.get("username"), form.get("password")
+    if not username or not password:
+        raise InvalidRequest("the password grant needs username (the e-mail) and password")
+    scope = parse_scope(form.get("scope"))
+
+    with services.database.session() as session:
+        candidate = _find_candidate(session, services, credentials, username, origin)
+    if isinstance(candidate, OAuthError):
+        raise candidate
+
+    # The slow part, on purpose, without holding a database connection.
+    password_ok = services.hasher.verify(candidate.password_hash, password)
+
+    with services.database.session() as session:
+        outcome = _issue(session, services, candidate, password_ok, password, scope, origin)
+    if isinstance(outcome, OAuthError):
+        raise outcome
+    return outcome
+
+
+def _find_candidate(
+    session: Session,
+    services: Services,
+    credentials: ClientCredentials,
+    username: str,
+    origin: Origin,
+) -> _Candidate | OAuthError:
+    client = authenticate_client(
+        session, services.box, credentials.client_id, credentials.client_secret
+    )
+    if client is None:
+        audit.record(
+            session,
+            "token.issue",
+            "refused",
+            origin,
+            reason="invalid_client",
+            attempted_client_id=credentials.client_id[:64],
+        )
+        return credentials.refusal("the client ID or client secret is wrong")
+
+    company = client.company
+    if not company.api_enabled:
+        audit.record(
+            session,
+            "token.issue",
+            "refused",
+            origin,
+            company_id=company.id,
+            client_id=client.client_id,
+            reason="license_api_disabled",
+        )
+        return InvalidGrant(LICENSE_CLOSED)
+
+    operator = find_operator(session, username)
+    if operator is not None and operator.company_id != company.id:
+        operator = None  # another company's operator is, to this client, no operator at all
+    return _Candidate(
+        client_id=client.client_id,
+        company_id=company.id,
+        operator_id=operator.id if operator else None,
+        password_hash=operator.password_hash if operator else None,
+    )
+
+
+def _issue(
+    session: Session,
+    services: Services,
+    candidate: _Candidate,
+    password_ok: bool,
+    password: str,
+    scope: str,
+    origin: Origin,
+) -> IssuedAccessToken | OAuthError:
+    company = session.get(Company, candidate.company_id)
+    client = company.api_client if company else None
+    operator = session.get(Operator, candidate.operator_id) if candidate.operator_id else None
+    ids = {
+        "company_id": candidate.company_id,
+        "client_id": candidate.client_id,
+        "operator_id": candidate.operator_id,
+    }
+
+    error = _refusal(company, client, operator, password_ok)
+    if error is not None:
+        audit.record(session, "token.issue", "refused", origin, reason=error[0], **ids)
+        return InvalidGrant(error[1])
+    assert company is not None and client is not None and operator is not None
+
+    if services.hasher.needs_rehash(operator.password_hash):
+        operator.password_hash = services.hasher.hash(password)
+
+    issued = services.tokens.issue(
+        session,
+        operator,
+        company,
+        client,
+        source="token_endpoint",
+        scope=scope,
+        ip_address=origin.ip_address,
+        user_agent=origin.user_agent,
+    )
+    audit.record(session, "token.issue", "success", origin, jti=issued.jti, **ids)
+    return issued
+
+
+def _refusal(
+    company: Company | None, client: ApiClient | None, operator: Operator | None, password_ok: bool
+) -> tuple[str, str] | None:
+    """Why no token may be issued, as (reason for the log, description for the caller)."""
+    if company is None or client is None:
+        return "client_gone", WRONG_CREDENTIALS
+    if operator is None or not password_ok:
+        return "wrong_credentials", WRONG_CREDENTIALS
+    # From here on the caller has proven the password, so telling more reveals nothing.
+    if not company.api_enabled:
+        return "license_api_disabled", LICENSE_CLOSED
+    if not operator.is_active:
+        return "operator_inactive", DEACTIVATED
+    if not operator.api_permission:
+        return "no_api_permission", NO_PERMISSION
+    return None

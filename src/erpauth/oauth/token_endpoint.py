@@ -1,0 +1,116 @@
+"""The token endpoint (RFC 6749 §3.2)."""
+
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from erpauth.domain.audit import Origin
+from erpauth.domain.tokens import IssuedAccessToken
+from erpauth.http.origin import origin_of
+from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
+from erpauth.oauth.errors import InvalidRequest, UnsupportedGrantType
+from erpauth.oauth.form import read_form
+from erpauth.oauth.password_grant import password_grant
+from erpauth.services import Services
+
+TOKEN_PATH = "/authentication/v1/authentication/token"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+Grant = Callable[[Services, ClientCredentials, dict[str, str], Origin], IssuedAccessToken]
+GRANTS: dict[str, Grant] = {"password": password_grant}
+
+router = APIRouter(tags=["Authentication"])
+
+_FORM_FIELDS = {
+    "grant_type": {"type": "string", "enum": ["password"], "example": "password"},
+    "username": {"type": "string", "description": "The operator's e-mail address."},
+    "password": {"type": "string", "format": "password"},
+    "scope": {"type": "string", "description": "Optional; `api` is the default and only scope."},
+    "client_id": {"type": "string", "description": "Only when not sent with HTTP Basic."},
+    "client_secret": {"type": "string", "format": "password"},
+}
+_TOKEN_RESPONSE = {
+    "type": "object",
+    "required": ["access_token", "token_type"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"type": "string", "enum": ["Bearer"]},
+        "expires_in": {
+            "type": "integer",
+            "description": "Seconds until the token expires; absent when it never expires.",
+        },
+        "scope": {"type": "string"},
+    },
+}
+_ERROR_RESPONSE = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+
+
+@router.post(
+    TOKEN_PATH,
+    summary="Get an access token",
+    description=(
+        "OAuth 2.0 token endpoint. Authenticate the API client with its client_id and "
+        "client_secret (HTTP Basic, or as form fields), and the operator with username "
+        "(e-mail) and password, using `grant_type=password`."
+    ),
+    response_class=JSONResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        "properties": _FORM_FIELDS,
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The access token.",
+                "content": {"application/json": {"schema": _TOKEN_RESPONSE}},
+            },
+            "400": {
+                "description": "The request or the grant is not valid.",
+                "content": {"application/json": {"schema": _ERROR_RESPONSE}},
+            },
+            "401": {
+                "description": "Client authentication failed.",
+                "content": {"application/json": {"schema": _ERROR_RESPONSE}},
+            },
+        },
+    },
+)
+async def token(request: Request) -> JSONResponse:
+    form = await read_form(request)
+    credentials = read_client_credentials(request.headers.get("authorization"), form)
+
+    grant_type = form.get("grant_type")
+    if grant_type is None:
+        raise InvalidRequest("grant_type is missing")
+    grant = GRANTS.get(grant_type)
+    if grant is None:
+        supported = ", ".join(sorted(GRANTS))
+        raise UnsupportedGrantType(
+            f"grant_type {grant_type[:40]!r} is not supported; use {supported}"
+        )
+
+    services: Services = request.app.state.services
+    issued = await run_in_threadpool(grant, services, credentials, form, origin_of(request))
+    return JSONResponse(token_response_body(issued), headers=NO_STORE)
+
+
+def token_response_body(issued: IssuedAccessToken) -> dict[str, object]:
+    body: dict[str, object] = {"access_token": issued.token, "token_type": "Bearer"}
+    if issued.expires_in is not None:
+        body["expires_in"] = issued.expires_in
+    body["scope"] = issued.scope
+    return body

@@ -1,0 +1,1 @@
+"""Cryptographic building blocks: password hashing, secrets at rest, token signing keys."""

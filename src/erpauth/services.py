@@ -1,0 +1,44 @@
+"""The long-lived objects one erpauth process works with."""
+
+from dataclasses import dataclass
+
+from erpauth.config import Settings
+from erpauth.domain.tokens import TokenService
+from erpauth.security.keys import KeyRing, ensure_signing_key
+from erpauth.security.passwords import PasswordHasher
+from erpauth.security.secrets import SecretBox, load_secret_box
+from erpauth.storage.db import Database
+from erpauth.storage.migrate import upgrade
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    box: SecretBox
+    hasher: PasswordHasher
+    keys: KeyRing
+    tokens: TokenService
+
+    def close(self) -> None:
+        self.database.dispose()
+
+
+def build_services(settings: Settings, *, migrate: bool = False) -> Services:
+    """Connects to the database (bringing the schema up to date when asked) and loads keys."""
+    database = Database(settings)
+    box = load_secret_box(settings)
+    if migrate:
+        upgrade(database.engine)
+        with database.session() as session:
+            ensure_signing_key(session, box)
+
+    keys = KeyRing(database, box)
+    return Services(
+        settings=settings,
+        database=database,
+        box=box,
+        hasher=PasswordHasher(settings),
+        keys=keys,
+        tokens=TokenService(settings, database, keys),
+    )
