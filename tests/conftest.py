@@ -11,8 +11,8 @@ from tests.support import (
     POSTGRES_ADMIN_URL,
     LiveServer,
     live_server,
-    postgres_database,
     make_settings,
+    postgres_database,
 )
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -51,7 +51,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
-        servers=[{"url": settings.public_url}],
+        servers=[{"url": "/", "description": "this server"}],
     )
     app.state.settings = settings
     if services is not None:

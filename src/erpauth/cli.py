@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(args, settings)
+    if args.command == "demo":
+        return _demo(args, settings)
 
     try:
         services = build_services(settings, migrate=True)
@@ -72,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+
+    demo = command("demo", None, "create the demo data, print its credentials and URLs, serve")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--workers", type=int, default=1)
 
     company = command("company-create", _company_create, "create a company and its API client")
     company.add_argument("--name", required=True)
@@ -295,6 +303,10 @@ def _operator_view(operator: Any) -> dict[str, Any]:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if "ERPAUTH_PUBLIC_URL" not in os.environ:
+        # The issuer and the links we print should name the address actually served.
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+        os.environ["ERPAUTH_PUBLIC_URL"] = f"http://{host}:{args.port}"
     try:
         build_services(settings, migrate=True).close()
     except OperationalError as exc:
@@ -315,6 +327,31 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_keep_alive=5,
     )
     return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    services = build_services(settings, migrate=True)
+    try:
+        credentials = ensure_demo(services)
+    finally:
+        services.close()
+
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"""
+erpauth demo
+  Web application   {base}/
+  Swagger UI        {base}/docs   (click Authorize)
+  Token endpoint    {base}/authentication/v1/authentication/token
+
+  client_id         {credentials.client_id}
+  client_secret     {credentials.client_secret}
+  administrator     {credentials.admin_username}  password {credentials.admin_password}
+  API operator      {credentials.operator_username}  password {credentials.operator_password}
+""",
+        file=sys.stderr,
+    )
+    return _serve(args, settings)
 
 
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
