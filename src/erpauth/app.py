@@ -1,9 +1,11 @@
 """The ASGI application."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from erpauth import __version__
 from erpauth.api import docs, health, me
@@ -16,6 +18,8 @@ from erpauth.http.middleware import (
 )
 from erpauth.oauth import token_endpoint
 from erpauth.services import Services, build_services
+
+log = logging.getLogger("erpauth")
 
 DESCRIPTION = """\
 Authentication for the company's API.
@@ -39,7 +43,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or build_services(settings)
-        app.state.services.keys.reload()
+        try:
+            app.state.services.keys.reload()
+        except SQLAlchemyError as exc:
+            # Start anyway: requests answer 503 until the database is back, then keys load.
+            log.error("database unavailable at start-up: %s", type(exc).__name__)
         yield
         if owned:
             app.state.services.close()

@@ -25,7 +25,7 @@ from erpauth.domain.operators import (
     set_password,
 )
 from erpauth.logs import configure_logging
-from erpauth.security.secrets import new_password
+from erpauth.security.secrets import UndecryptableSecret, new_password
 from erpauth.services import Services, build_services
 
 Handler = Callable[[argparse.Namespace, Services], dict[str, Any]]
@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, f"cannot reach the database: {exc.orig}")
     try:
         result = args.handler(args, services)
-    except DomainError as exc:
+    except (DomainError, UndecryptableSecret) as exc:
         return _fail(args, str(exc))
+    except OperationalError as exc:
+        return _fail(args, f"cannot reach the database: {exc.orig}")
     finally:
         services.close()
 

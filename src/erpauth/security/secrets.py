@@ -37,6 +37,10 @@ def equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+class UndecryptableSecret(Exception):
+    """A stored value was encrypted with a key that is not configured (any more)."""
+
+
 class SecretBox:
     """Encrypts values stored in the database (client secrets, private keys).
 
@@ -55,8 +59,9 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise RuntimeError(
-                "a stored secret cannot be decrypted with the configured ERPAUTH_SECRET_KEY"
+            raise UndecryptableSecret(
+                "a stored secret cannot be decrypted with the configured ERPAUTH_SECRET_KEY; "
+                "configure the key it was encrypted with (old keys may follow the new one)"
             ) from exc
 
     def derive(self, purpose: str) -> str:

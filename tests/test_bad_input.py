@@ -1,0 +1,170 @@
+"""Bad input on every endpoint gets a clear 4xx JSON error and never a 500."""
+
+import base64
+
+import pytest
+
+from tests.support import ME_PATH, TOKEN_PATH, LiveServer
+
+
+def assert_json_error(response, status: int, error: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error_description"]
+    if error is not None:
+        assert body["error"] == error
+
+
+def test_json_body_instead_of_a_form_is_an_invalid_request(live: LiveServer) -> None:
+    tenant = live.tenant()
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, tenant.primary_secret),
+            json={"grant_type": "password", "username": "a", "password": "b"},
+        )
+
+    assert_json_error(response, 400, "invalid_request")
+    assert "x-www-form-urlencoded" in response.json()["error_description"]
+
+
+def test_missing_content_type_is_an_invalid_request(live: LiveServer) -> None:
+    with live.client() as http:
+        response = http.post(TOKEN_PATH, content=b"grant_type=password")
+
+    assert_json_error(response, 400, "invalid_request")
+
+
+def test_duplicated_parameter_is_an_invalid_request(live: LiveServer) -> None:
+    tenant = live.tenant()
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, tenant.primary_secret),
+            content=b"grant_type=password&username=a%40b.example&username=c%40d.example&password=x",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    assert_json_error(response, 400, "invalid_request")
+    assert "username" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"grant_type=password&username=\xff\xfe&password=x",
+        b"grant_type=password&username=%FF%FE&password=x",
+    ],
+)
+def test_non_utf8_form_is_an_invalid_request(live: LiveServer, body: bytes) -> None:
+    tenant = live.tenant()
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, tenant.primary_secret),
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    assert_json_error(response, 400, "invalid_request")
+
+
+def test_ten_megabyte_body_is_refused_before_it_is_read(live: LiveServer) -> None:
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            content=b"a" * (10 * 1024 * 1024),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    assert_json_error(response, 413, "request_too_large")
+
+
+def test_streamed_body_without_length_is_cut_off_at_the_limit(live: LiveServer) -> None:
+    def chunks():
+        for _ in range(200):
+            yield b"a" * 65536
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            content=chunks(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    assert_json_error(response, 413, "request_too_large")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status", "error"),
+    [
+        ("Basic !!!not-base64!!!", 401, "invalid_client"),
+        ("Basic " + base64.b64encode(b"no-colon-here").decode(), 401, "invalid_client"),
+        ("Basic " + base64.b64encode(b"\xff\xfe:\xfd").decode(), 401, "invalid_client"),
+        ("Basic", 401, "invalid_client"),
+        ("Bearer abc", 400, "invalid_request"),
+        ("Digest username=x", 400, "invalid_request"),
+    ],
+)
+def test_malformed_authorization_header_on_the_token_endpoint(
+    live: LiveServer, authorization: str, status: int, error: str
+) -> None:
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            data={"grant_type": "password", "username": "a@b.example", "password": "x"},
+            headers={"Authorization": authorization},
+        )
+
+    assert_json_error(response, status, error)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer", "Basic abc", "Bearer a b", "Token abc", "Bearer " + "a" * 5000],
+)
+def test_malformed_authorization_header_on_a_protected_api(
+    live: LiveServer, authorization: str
+) -> None:
+    with live.client() as http:
+        response = http.get(ME_PATH, headers={"Authorization": authorization})
+
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] in ("invalid_request", "invalid_token")
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
+def test_empty_parameters_count_as_missing(live: LiveServer) -> None:
+    tenant = live.tenant()
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            data={"grant_type": "", "client_id": tenant.client_id, "client_secret": ""},
+        )
+
+    assert_json_error(response, 401, "invalid_client")
+
+
+def test_unknown_path_and_wrong_method_answer_in_json(live: LiveServer) -> None:
+    with live.client() as http:
+        missing = http.get("/no/such/thing")
+        wrong_method = http.get(TOKEN_PATH)
+
+    assert_json_error(missing, 404, "not_found")
+    assert_json_error(wrong_method, 405, "method_not_allowed")
+
+
+def test_very_long_client_credentials_are_refused_without_work(live: LiveServer) -> None:
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=("x" * 2000, "y" * 2000),
+            data={"grant_type": "password", "username": "a@b.example", "password": "x"},
+        )
+
+    assert_json_error(response, 401, "invalid_client")

@@ -1,0 +1,176 @@
+"""The erpauth command: demo set-up, companies, operators, credentials; JSON for scripts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ME_PATH, TOKEN_PATH, live_server, make_settings
+
+
+def erpauth(data_dir: Path, database_url: str, *args: str, check: bool = True) -> dict:
+    env = os.environ | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "erpauth.cli", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"returncode": done.returncode}
+
+
+@pytest.fixture(scope="session")
+def data_dir(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder (so one server key) per database for all CLI tests."""
+    return tmp_path_factory.mktemp("cli") / "data"
+
+
+def test_init_demo_prints_working_credentials_and_is_idempotent(
+    data_dir: Path, database_url: str
+) -> None:
+    first = erpauth(data_dir, database_url, "init", "--demo")
+    second = erpauth(data_dir, database_url, "init", "--demo")
+
+    assert first == second
+    assert set(first) == {
+        "client_id",
+        "client_secret",
+        "admin_username",
+        "admin_password",
+        "operator_username",
+        "operator_password",
+    }
+    with live_server(make_settings(data_dir, database_url)) as server, server.client() as http:
+        for username, password in [
+            (first["admin_username"], first["admin_password"]),
+            (first["operator_username"], first["operator_password"]),
+        ]:
+            token = http.post(
+                TOKEN_PATH,
+                auth=(first["client_id"], first["client_secret"]),
+                data={"grant_type": "password", "username": username, "password": password},
+            )
+            assert token.status_code == 200, token.text
+            me = http.get(
+                ME_PATH, headers={"Authorization": f"Bearer {token.json()['access_token']}"}
+            )
+            assert me.json()["operator"]["email"] == username
+
+
+def test_init_demo_twice_creates_no_duplicates(data_dir: Path, database_url: str) -> None:
+    from sqlalchemy import func, select
+
+    from erpauth.services import build_services
+    from erpauth.storage.models import ApiClient, Company, Operator
+
+    erpauth(data_dir, database_url, "init", "--demo")
+    erpauth(data_dir, database_url, "init", "--demo")
+
+    services = build_services(make_settings(data_dir, database_url))
+    with services.database.session() as session:
+        demo = session.scalar(select(Company).where(Company.account_code == "DEMO"))
+        operators = session.scalar(
+            select(func.count()).select_from(Operator).where(Operator.company_id == demo.id)
+        )
+        clients = session.scalar(
+            select(func.count()).select_from(ApiClient).where(ApiClient.company_id == demo.id)
+        )
+    services.close()
+    assert (operators, clients) == (2, 1)
+
+
+def test_company_and_operator_commands_control_who_gets_a_token(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "CLI" + os.urandom(3).hex()
+    company = erpauth(data_dir, database_url, "company-create", "--name", "Acme", "--code", code)
+    operator = erpauth(
+        data_dir,
+        database_url,
+        "operator-create",
+        "--company",
+        code,
+        "--email",
+        f"ann@{code}.example",
+    )
+    credentials = erpauth(data_dir, database_url, "company-credentials", "--code", code)
+
+    assert company["api_enabled"] is False
+    assert operator["api_permission"] is False
+    assert credentials["client_id"] == company["client_id"]
+
+    form = {
+        "grant_type": "password",
+        "username": operator["email"],
+        "password": operator["password"],
+    }
+    auth = (credentials["client_id"], credentials["client_secret_secondary"])
+    with live_server(make_settings(data_dir, database_url)) as server, server.client() as http:
+        refused_license = http.post(TOKEN_PATH, auth=auth, data=form)
+        erpauth(data_dir, database_url, "company-license", "--code", code, "--api", "on")
+        refused_permission = http.post(TOKEN_PATH, auth=auth, data=form)
+        erpauth(data_dir, database_url, "operator-grant-api", operator["email"])
+        issued = http.post(TOKEN_PATH, auth=auth, data=form)
+        token = issued.json().get("access_token", "")
+        erpauth(data_dir, database_url, "operator-revoke-api", operator["email"])
+        after_revoke = http.get(ME_PATH, headers={"Authorization": f"Bearer {token}"})
+
+    assert "license" in refused_license.json()["error_description"]
+    assert "API permission" in refused_permission.json()["error_description"]
+    assert issued.status_code == 200
+    assert after_revoke.status_code == 401
+
+
+def test_cli_errors_are_reported_as_json_with_a_nonzero_exit(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "DUP" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "One", "--code", code)
+
+    again = erpauth(
+        data_dir, database_url, "company-create", "--name", "Two", "--code", code, check=False
+    )
+    missing = erpauth(data_dir, database_url, "operator-grant-api", "nobody@x.example", check=False)
+
+    assert "exists already" in again["error"]
+    assert "no operator" in missing["error"]
+
+
+def test_unreachable_database_is_a_clear_cli_error(tmp_path: Path) -> None:
+    result = erpauth(
+        tmp_path, "postgresql+psycopg://postgres@127.0.0.1:9/none", "init", check=False
+    )
+
+    assert "cannot reach the database" in result["error"]
+
+
+def test_a_different_server_key_is_a_clear_cli_error(
+    data_dir: Path, database_url: str, tmp_path: Path
+) -> None:
+    erpauth(data_dir, database_url, "init", "--demo")
+
+    result = erpauth(
+        tmp_path / "other", database_url, "company-credentials", "--code", "DEMO", check=False
+    )
+
+    assert "ERPAUTH_SECRET_KEY" in result["error"]
+
+
+def test_console_script_is_installed() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "erpauth"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "serve" in done.stdout
