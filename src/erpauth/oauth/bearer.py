@@ -22,6 +22,7 @@ oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl=TOKEN_PATH,
     scheme_name="OAuth2",
     auto_error=False,
+    scopes={"api": "Call the company's API as the signed-in operator (the default)."},
     description=(
         "Sign in with an operator's e-mail and password and the company's API client "
         "credentials (client_id and client_secret, from System Settings → API). The client "
