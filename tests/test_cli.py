@@ -4,11 +4,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import ME_PATH, TOKEN_PATH, live_server, make_settings
+from tests.support import ME_PATH, TOKEN_PATH, live_server, make_settings, postgres_database
 
 
 def erpauth(data_dir: Path, database_url: str, *args: str, check: bool = True) -> dict:
@@ -27,10 +28,21 @@ def erpauth(data_dir: Path, database_url: str, *args: str, check: bool = True) -
     return json.loads(lines[-1]) if lines else {"returncode": done.returncode}
 
 
-@pytest.fixture(scope="session")
-def data_dir(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data folder (so one server key) per database for all CLI tests."""
+@pytest.fixture(scope="module")
+def data_dir(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder (so one server key) per backend for all CLI tests."""
     return tmp_path_factory.mktemp("cli") / "data"
+
+
+@pytest.fixture(scope="module")
+def database_url(backend: str, data_dir: Path) -> Iterator[str]:
+    """A database of the CLI tests' own: its stored keys are encrypted with their server key."""
+    if backend == "sqlite":
+        data_dir.mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{data_dir / 'cli.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
 
 
 def test_init_demo_prints_working_credentials_and_is_idempotent(

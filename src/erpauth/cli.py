@@ -310,9 +310,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["ERPAUTH_PUBLIC_URL"] = f"http://{host}:{args.port}"
     try:
-        build_services(settings, migrate=True).close()
+        services = build_services(settings, migrate=True)
+        try:
+            services.keys.reload()  # fail here, readably, rather than in every worker
+        finally:
+            services.close()
     except OperationalError as exc:
         print(f"erpauth: cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 1
+    except UndecryptableSecret as exc:
+        print(f"erpauth: {exc}", file=sys.stderr)
         return 1
     print(
         f"erpauth: serving on http://{args.host}:{args.port} (Swagger UI at /docs)", file=sys.stderr
