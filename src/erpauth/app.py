@@ -14,7 +14,7 @@ from erpauth.http.middleware import (
     CaseInsensitivePathMiddleware,
     SecurityHeadersMiddleware,
 )
-from erpauth.oauth import introspection, revocation, token_endpoint
+from erpauth.oauth import discovery, introspection, revocation, token_endpoint
 from erpauth.services import Services, build_services
 
 DESCRIPTION = """\
@@ -60,6 +60,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(token_endpoint.router)
     app.include_router(revocation.router)
     app.include_router(introspection.router)
+    app.include_router(discovery.router)
     app.include_router(me.router)
     app.include_router(health.router)
     app.include_router(docs.router)
