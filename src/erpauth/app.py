@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from erpauth import __version__
-from erpauth.api import docs, health, me
+from erpauth.api import docs, health, me, sessions
 from erpauth.config import Settings
 from erpauth.http.errors import install_error_handlers
 from erpauth.http.middleware import (
@@ -62,6 +62,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(introspection.router)
     app.include_router(discovery.router)
     app.include_router(me.router)
+    app.include_router(sessions.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     install_error_handlers(app)
