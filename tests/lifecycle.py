@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -92,3 +94,24 @@ def cli_json(server: LiveServer, *args: str) -> dict[str, Any]:
     done = run_cli(server, *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def race(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
+    """Runs the calls in threads released at the same moment; every wait is bounded."""
+    barrier = threading.Barrier(len(calls), timeout=10)
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def worker(call: Callable[[], httpx.Response]) -> None:
+        barrier.wait()
+        response = call()
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=worker, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == len(calls), "a racing request did not finish"
+    return results

@@ -1,6 +1,5 @@
 """Refresh tokens (RFC 6749 §6): rotation, reuse detection, client binding, standing checks."""
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -13,7 +12,7 @@ from erpauth.domain.companies import get_company, set_api_enabled
 from erpauth.domain.operators import get_operator, set_active, set_api_permission, set_password
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import Operator, RefreshToken
-from tests.lifecycle import audit_events, refresh, token_pair
+from tests.lifecycle import audit_events, race, refresh, token_pair
 from tests.support import TOKEN_PATH, LiveServer, Tenant
 
 RACE_ROUNDS = 12
@@ -134,7 +133,7 @@ def test_concurrent_refreshes_with_the_same_token_let_at_most_one_succeed(
 
     for _ in range(RACE_ROUNDS):
         presented = token_pair(live, tenant)["refresh_token"]
-        responses = _race(partial(refresh, live, tenant, presented), copies=2)
+        responses = race([partial(refresh, live, tenant, presented)] * 2)
 
         succeeded = [r for r in responses if r.status_code == 200]
         failed = [r for r in responses if r.status_code != 200]
@@ -346,24 +345,3 @@ def test_operator_changes_revoke_refresh_and_access_tokens_for_good(
 def _set_license(live: LiveServer, tenant: Tenant, enabled: bool) -> None:
     with live.services.database.session() as session:
         set_api_enabled(session, get_company(session, tenant.code), enabled)
-
-
-def _race(call: Callable, copies: int) -> list:
-    """Runs ``call`` in several threads released at the same moment; bounded by timeouts."""
-    barrier = threading.Barrier(copies, timeout=10)
-    results: list = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        barrier.wait()
-        response = call()
-        with lock:
-            results.append(response)
-
-    threads = [threading.Thread(target=worker) for _ in range(copies)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert len(results) == copies
-    return results
