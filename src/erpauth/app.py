@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from erpauth import __version__
-from erpauth.api import docs, health, me
+from erpauth.api import docs, health, me, sessions
 from erpauth.config import Settings
 from erpauth.http.errors import install_error_handlers
 from erpauth.http.middleware import (
@@ -16,7 +16,7 @@ from erpauth.http.middleware import (
     CaseInsensitivePathMiddleware,
     SecurityHeadersMiddleware,
 )
-from erpauth.oauth import token_endpoint
+from erpauth.oauth import discovery, introspection, revocation, token_endpoint
 from erpauth.services import Services, build_services
 
 log = logging.getLogger("erpauth")
@@ -66,7 +66,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = services
 
     app.include_router(token_endpoint.router)
+    app.include_router(revocation.router)
+    app.include_router(introspection.router)
+    app.include_router(discovery.router)
     app.include_router(me.router)
+    app.include_router(sessions.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     install_error_handlers(app)

@@ -19,10 +19,18 @@ from erpauth.domain.companies import create_company, get_company, set_api_enable
 from erpauth.domain.errors import DomainError
 from erpauth.domain.operators import (
     create_operator,
+    force_password_change,
     get_operator,
     set_active,
     set_api_permission,
     set_password,
+)
+from erpauth.domain.sessions import revoke_all_tokens
+from erpauth.domain.signing_keys import (
+    SigningKeyInfo,
+    list_signing_keys,
+    retire_signing_key,
+    rotate_signing_key,
 )
 from erpauth.logs import configure_logging
 from erpauth.security.secrets import UndecryptableSecret, new_password
@@ -123,6 +131,27 @@ def _parser() -> argparse.ArgumentParser:
     reset = command("operator-set-password", _set_password, "set an operator's password")
     reset.add_argument("email")
     reset.add_argument("--password", help="default: a generated one, printed once")
+
+    force = command(
+        "operator-force-password-change",
+        _force_password_change,
+        "reset an operator's password to a generated one (printed once) and end every token "
+        "and web session they have",
+    )
+    force.add_argument("email")
+    sign_out = command(
+        "operator-revoke-tokens",
+        _revoke_tokens,
+        "revoke every access and refresh token of an operator, keeping the password",
+    )
+    sign_out.add_argument("email")
+
+    command("keys-list", _keys_list, "list the token signing keys")
+    command("keys-rotate", _keys_rotate, "add a signing key; it signs every new token")
+    retire = command(
+        "keys-retire", _keys_retire, "retire a signing key; tokens it signed stop working"
+    )
+    retire.add_argument("kid")
     return parser
 
 
@@ -290,6 +319,81 @@ def _set_password(args: argparse.Namespace, services: Services) -> dict[str, Any
     if not args.password:
         view["password"] = password
     return view
+
+
+def _force_password_change(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        operator = get_operator(session, args.email)
+        password = force_password_change(session, services.hasher, operator)
+        audit.record(
+            session,
+            "password.change",
+            "success",
+            Origin.cli(),
+            company_id=operator.company_id,
+            operator_id=operator.id,
+            forced=True,
+        )
+        view = _operator_view(operator)
+    view["password"] = password
+    return view
+
+
+def _revoke_tokens(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        operator = get_operator(session, args.email)
+        revoked = revoke_all_tokens(session, operator.id, "revoked_by_administrator")
+        audit.record(
+            session,
+            "token.revoke",
+            "success",
+            Origin.cli(),
+            company_id=operator.company_id,
+            operator_id=operator.id,
+            via="cli",
+            access_tokens_revoked=revoked.access_tokens,
+            refresh_tokens_revoked=revoked.refresh_tokens,
+        )
+        return {
+            "email": operator.email,
+            "access_tokens_revoked": revoked.access_tokens,
+            "refresh_tokens_revoked": revoked.refresh_tokens,
+        }
+
+
+def _keys_list(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        keys = list_signing_keys(session)
+    if args.json:
+        return {"keys": [_key_view(key) for key in keys]}
+    return {
+        f"key {number}": f"{key.kid}  {key.status}, created {key.created_at:%Y-%m-%d %H:%M} UTC"
+        for number, key in enumerate(keys, start=1)
+    }
+
+
+def _keys_rotate(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        key = rotate_signing_key(session, services.box)
+        audit.record(session, "signing_key.rotate", "success", Origin.cli(), kid=key.kid)
+    return _key_view(key)
+
+
+def _keys_retire(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        key = retire_signing_key(session, args.kid)
+        audit.record(session, "signing_key.retire", "success", Origin.cli(), kid=key.kid)
+    return _key_view(key)
+
+
+def _key_view(key: SigningKeyInfo) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "algorithm": key.algorithm,
+        "status": key.status,
+        "created_at": key.created_at.isoformat(),
+        "retired_at": key.retired_at.isoformat() if key.retired_at else None,
+    }
 
 
 def _operator_view(operator: Any) -> dict[str, Any]:

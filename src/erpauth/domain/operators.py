@@ -4,13 +4,15 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.domain.refresh_tokens import revoke_operator_refresh_tokens
 from erpauth.domain.tokens import revoke_operator_tokens
 from erpauth.security.passwords import PasswordHasher, password_problem
-from erpauth.storage.models import Company, Operator
+from erpauth.security.secrets import new_password
+from erpauth.storage.models import Company, Operator, WebSession
 
 # Deliberately loose: one @, something on each side, no spaces. Delivery proves the rest.
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -82,12 +84,27 @@ def get_operator_by_id(session: Session, operator_id: uuid.UUID) -> Operator:
 def set_password(
     session: Session, hasher: PasswordHasher, operator: Operator, password: str
 ) -> None:
+    """A new password ends every access and refresh token made with the old one."""
     problem = password_problem(password)
     if problem:
         raise DomainError(problem)
     operator.password_hash = hasher.hash(password)
     operator.password_changed_at = datetime.now(UTC)
+    revoke_operator_tokens(session, operator.id, "password_changed")
+    revoke_operator_refresh_tokens(session, operator.id, "password_changed")
     session.flush()
+
+
+def force_password_change(session: Session, hasher: PasswordHasher, operator: Operator) -> str:
+    """An administrator's reset: a generated password, and every token and web session ended.
+
+    Returns the new password, to be handed to the operator once; it is stored only hashed.
+    """
+    password = new_password()
+    set_password(session, hasher, operator, password)
+    session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
+    session.flush()
+    return password
 
 
 def set_active(session: Session, operator: Operator, active: bool) -> None:
@@ -95,6 +112,7 @@ def set_active(session: Session, operator: Operator, active: bool) -> None:
     operator.is_active = active
     if not active:
         revoke_operator_tokens(session, operator.id, "operator_deactivated")
+        revoke_operator_refresh_tokens(session, operator.id, "operator_deactivated")
     session.flush()
 
 
@@ -103,4 +121,5 @@ def set_api_permission(session: Session, operator: Operator, allowed: bool) -> N
     operator.api_permission = allowed
     if not allowed:
         revoke_operator_tokens(session, operator.id, "api_permission_revoked")
+        revoke_operator_refresh_tokens(session, operator.id, "api_permission_revoked")
     session.flush()

@@ -36,6 +36,8 @@ class IssuedAccessToken:
     expires_in: int | None
     expires_at: datetime | None
     scope: str
+    # Set when the grant also hands out a refresh token (RFC 6749 §5.1).
+    refresh_token: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Client authentication at the token endpoint (RFC 6749 §2.3.1).
+"""Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3.1).
 
 The client sends its ID and secret either in an HTTP Basic ``Authorization`` header
 (``client_secret_basic``) or as ``client_id`` and ``client_secret`` form fields
@@ -55,7 +55,7 @@ def _parse_basic(authorization: str) -> tuple[str, str]:
     scheme, _, encoded = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
         raise InvalidRequest(
-            "the token endpoint accepts only HTTP Basic client authentication in the "
+            "this endpoint accepts only HTTP Basic client authentication in the "
             "Authorization header"
         )
     try:

@@ -2,6 +2,7 @@
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -9,6 +10,7 @@ from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import authenticate_client
 from erpauth.domain.operators import find_operator
+from erpauth.domain.refresh_tokens import issue_token_pair, new_family_id
 from erpauth.domain.tokens import IssuedAccessToken
 from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.errors import InvalidGrant, InvalidRequest, OAuthError
@@ -129,17 +131,22 @@ def _issue(
     if services.hasher.needs_rehash(operator.password_hash):
         operator.password_hash = services.hasher.hash(password)
 
-    issued = services.tokens.issue(
+    family_id = new_family_id()
+    issued = issue_token_pair(
         session,
+        services.tokens,
         operator,
         company,
         client,
         source="token_endpoint",
         scope=scope,
-        ip_address=origin.ip_address,
-        user_agent=origin.user_agent,
+        origin=origin,
+        family_id=family_id,
+        refresh_ttl=timedelta(hours=services.settings.refresh_token_ttl_hours),
     )
-    audit.record(session, "token.issue", "success", origin, jti=issued.jti, **ids)
+    audit.record(
+        session, "token.issue", "success", origin, jti=issued.jti, family_id=family_id, **ids
+    )
     return issued
 
 

@@ -13,20 +13,29 @@ from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import InvalidRequest, UnsupportedGrantType
 from erpauth.oauth.form import read_form
 from erpauth.oauth.password_grant import password_grant
+from erpauth.oauth.refresh_grant import refresh_token_grant
 from erpauth.services import Services
 
 TOKEN_PATH = "/authentication/v1/authentication/token"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 Grant = Callable[[Services, ClientCredentials, dict[str, str], Origin], IssuedAccessToken]
-GRANTS: dict[str, Grant] = {"password": password_grant}
+GRANTS: dict[str, Grant] = {"password": password_grant, "refresh_token": refresh_token_grant}
 
 router = APIRouter(tags=["Authentication"])
 
 _FORM_FIELDS = {
-    "grant_type": {"type": "string", "enum": ["password"], "example": "password"},
+    "grant_type": {
+        "type": "string",
+        "enum": ["password", "refresh_token"],
+        "example": "password",
+    },
     "username": {"type": "string", "description": "The operator's e-mail address."},
     "password": {"type": "string", "format": "password"},
+    "refresh_token": {
+        "type": "string",
+        "description": "With `grant_type=refresh_token`: the refresh token to exchange.",
+    },
     "scope": {"type": "string", "description": "Optional; `api` is the default and only scope."},
     "client_id": {"type": "string", "description": "Only when not sent with HTTP Basic."},
     "client_secret": {"type": "string", "format": "password"},
@@ -42,6 +51,10 @@ _TOKEN_RESPONSE = {
             "description": "Seconds until the token expires; absent when it never expires.",
         },
         "scope": {"type": "string"},
+        "refresh_token": {
+            "type": "string",
+            "description": "Single use: exchange it at this endpoint for the next pair.",
+        },
     },
 }
 _ERROR_RESPONSE = {
@@ -57,7 +70,9 @@ _ERROR_RESPONSE = {
     description=(
         "OAuth 2.0 token endpoint. Authenticate the API client with its client_id and "
         "client_secret (HTTP Basic, or as form fields), and the operator with username "
-        "(e-mail) and password, using `grant_type=password`."
+        "(e-mail) and password, using `grant_type=password`. The answer carries a refresh "
+        "token too; `grant_type=refresh_token` exchanges it for a new access token and a new "
+        "refresh token."
     ),
     response_class=JSONResponse,
     openapi_extra={
@@ -113,4 +128,6 @@ def token_response_body(issued: IssuedAccessToken) -> dict[str, object]:
     if issued.expires_in is not None:
         body["expires_in"] = issued.expires_in
     body["scope"] = issued.scope
+    if issued.refresh_token is not None:
+        body["refresh_token"] = issued.refresh_token
     return body

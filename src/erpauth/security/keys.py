@@ -78,7 +78,7 @@ class KeyRing:
     def signing_key(self) -> LoadedKey:
         self._reload_if_stale()
         if self._signing is None:
-            raise RuntimeError("no signing key: run `erpauth init` or `erpauth keys rotate`")
+            raise RuntimeError("no signing key: run `erpauth init` or `erpauth keys-rotate`")
         return self._signing
 
     def verification_key(self, kid: str) -> LoadedKey | None:

@@ -1,0 +1,151 @@
+"""Refresh tokens: opaque, stored by digest, rotated on every use, revoked by family.
+
+A family is every refresh token (and every access token) descended from one password
+grant. Presenting a refresh token that was already used means two parties hold it, so the
+whole family is revoked (reuse detection, RFC 9700 §4.14.2).
+"""
+
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from erpauth.domain.audit import Origin
+from erpauth.domain.tokens import IssuedAccessToken, TokenService
+from erpauth.security.secrets import sha256_hex
+from erpauth.storage.models import AccessToken, ApiClient, Company, Operator, RefreshToken
+
+
+@dataclass(frozen=True)
+class IssuedRefreshToken:
+    token: str
+    id: str
+    family_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class RevokedCounts:
+    refresh_tokens: int
+    access_tokens: int
+
+
+def new_family_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def issue_refresh_token(
+    session: Session,
+    operator: Operator,
+    company: Company,
+    client: ApiClient,
+    *,
+    family_id: str,
+    scope: str,
+    ttl: timedelta,
+) -> IssuedRefreshToken:
+    """Makes a refresh token (384 random bits) and records only its SHA-256 digest."""
+    token = secrets.token_urlsafe(48)
+    now = datetime.now(UTC)
+    row = RefreshToken(
+        id=secrets.token_urlsafe(16),
+        token_hash=sha256_hex(token),
+        family_id=family_id,
+        operator_id=operator.id,
+        company_id=company.id,
+        client_id=client.client_id,
+        scope=scope,
+        issued_at=now,
+        expires_at=now + ttl,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedRefreshToken(token, row.id, family_id, row.expires_at)
+
+
+def issue_token_pair(
+    session: Session,
+    tokens: TokenService,
+    operator: Operator,
+    company: Company,
+    client: ApiClient,
+    *,
+    source: str,
+    scope: str,
+    origin: Origin,
+    family_id: str,
+    refresh_ttl: timedelta,
+) -> IssuedAccessToken:
+    """An access token and a refresh token of the same family, in one transaction."""
+    issued = tokens.issue(
+        session,
+        operator,
+        company,
+        client,
+        source=source,
+        scope=scope,
+        ip_address=origin.ip_address,
+        user_agent=origin.user_agent,
+        refresh_family_id=family_id,
+    )
+    refresh = issue_refresh_token(
+        session, operator, company, client, family_id=family_id, scope=scope, ttl=refresh_ttl
+    )
+    return replace(issued, refresh_token=refresh.token)
+
+
+def find_refresh_token(session: Session, token: str) -> RefreshToken | None:
+    return session.scalar(select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(token)))
+
+
+def is_live(record: RefreshToken, now: datetime | None = None) -> bool:
+    """Neither used, nor revoked, nor expired."""
+    now = now or datetime.now(UTC)
+    return record.used_at is None and record.revoked_at is None and record.expires_at > now
+
+
+def claim(session: Session, record: RefreshToken) -> bool:
+    """Marks the token used, atomically; False when another request used or revoked it first.
+
+    The condition sits in the UPDATE itself, so of two concurrent refreshes with the same
+    token the database lets exactly one change the row, on SQLite and PostgreSQL alike.
+    """
+    result = session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.id == record.id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(used_at=datetime.now(UTC))
+    )
+    return result.rowcount == 1
+
+
+def revoke_family(session: Session, family_id: str, reason: str) -> RevokedCounts:
+    """Revokes every refresh token of the family and every access token issued with them."""
+    now = datetime.now(UTC)
+    refresh = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+    access = session.execute(
+        update(AccessToken)
+        .where(AccessToken.refresh_family_id == family_id, AccessToken.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+    return RevokedCounts(int(refresh.rowcount or 0), int(access.rowcount or 0))
+
+
+def revoke_operator_refresh_tokens(session: Session, operator_id: uuid.UUID, reason: str) -> int:
+    """Revokes every refresh token of the operator that is not revoked yet."""
+    result = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.operator_id == operator_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC), revoked_reason=reason)
+    )
+    return int(result.rowcount or 0)

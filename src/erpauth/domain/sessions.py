@@ -1,0 +1,140 @@
+"""An operator's sessions: the tokens issued to them, listed and revoked one by one or all.
+
+Used by the sessions API and by the User Settings and Users pages alike. A token that came
+with a refresh token stands for the whole session it started: revoking it revokes its
+refresh family too, or the client would simply refresh its way back in.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from erpauth.domain.errors import NotFound
+from erpauth.domain.refresh_tokens import (
+    RevokedCounts,
+    revoke_family,
+    revoke_operator_refresh_tokens,
+)
+from erpauth.domain.tokens import revoke_access_token, revoke_operator_tokens
+from erpauth.storage.models import AccessToken, Operator, RefreshToken
+
+
+@dataclass(frozen=True)
+class TokenSummary:
+    """What a person may see of a token: never the token, only its last characters."""
+
+    jti: str
+    source: str
+    client_id: str
+    scope: str
+    issued_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    ip_address: str | None
+    user_agent: str | None
+    hint: str
+    # Until when the session can be renewed with its refresh token; None when it cannot.
+    refreshable_until: datetime | None
+
+
+def list_tokens(session: Session, operator_id: uuid.UUID) -> list[TokenSummary]:
+    """The operator's sessions, newest first.
+
+    Every unexpired, unrevoked access token is listed. A session whose access token has
+    expired but whose refresh token still works is listed by its newest access token.
+    """
+    now = datetime.now(UTC)
+    live_families = _live_refresh_families(session, operator_id, now)
+    rows = session.scalars(
+        select(AccessToken)
+        .where(
+            AccessToken.operator_id == operator_id,
+            AccessToken.revoked_at.is_(None),
+            or_(
+                AccessToken.expires_at.is_(None),
+                AccessToken.expires_at > now,
+                AccessToken.refresh_family_id.in_(live_families),
+            ),
+        )
+        .order_by(AccessToken.issued_at.desc(), AccessToken.jti)
+    ).all()
+
+    def unexpired(row: AccessToken) -> bool:
+        return row.expires_at is None or row.expires_at > now
+
+    shown_families = {row.refresh_family_id for row in rows if unexpired(row)}
+    listed = []
+    for row in rows:
+        if not unexpired(row):
+            if row.refresh_family_id in shown_families:
+                continue
+            shown_families.add(row.refresh_family_id)
+        listed.append(_summary(row, live_families.get(row.refresh_family_id or "")))
+    return listed
+
+
+def revoke_token(session: Session, operator_id: uuid.UUID, jti: str, reason: str) -> RevokedCounts:
+    """Revokes one of the operator's tokens and its refresh family; NotFound when not theirs."""
+    record = session.scalar(
+        select(AccessToken).where(AccessToken.jti == jti, AccessToken.operator_id == operator_id)
+    )
+    if record is None:
+        raise NotFound("no such token")
+
+    access = int(revoke_access_token(session, record.jti, reason))
+    if record.refresh_family_id is None:
+        return RevokedCounts(refresh_tokens=0, access_tokens=access)
+    family = revoke_family(session, record.refresh_family_id, reason)
+    return RevokedCounts(family.refresh_tokens, family.access_tokens + access)
+
+
+def revoke_all_tokens(session: Session, operator_id: uuid.UUID, reason: str) -> RevokedCounts:
+    """Signs the operator out of every API session: all access and refresh tokens."""
+    refresh = revoke_operator_refresh_tokens(session, operator_id, reason)
+    access = revoke_operator_tokens(session, operator_id, reason)
+    return RevokedCounts(refresh_tokens=refresh, access_tokens=access)
+
+
+def company_operator(session: Session, company_id: uuid.UUID, operator_id: str) -> Operator:
+    """The operator with that id in that company; NotFound for anyone else, alike."""
+    try:
+        key = uuid.UUID(operator_id)
+    except ValueError as exc:
+        raise NotFound("no such operator") from exc
+    operator = session.get(Operator, key)
+    if operator is None or operator.company_id != company_id:
+        raise NotFound("no such operator")
+    return operator
+
+
+def _live_refresh_families(
+    session: Session, operator_id: uuid.UUID, now: datetime
+) -> dict[str, datetime]:
+    rows = session.execute(
+        select(RefreshToken.family_id, RefreshToken.expires_at).where(
+            RefreshToken.operator_id == operator_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+    ).all()
+    return {family_id: expires_at for family_id, expires_at in rows}
+
+
+def _summary(row: AccessToken, refreshable_until: datetime | None) -> TokenSummary:
+    return TokenSummary(
+        jti=row.jti,
+        source=row.source,
+        client_id=row.client_id,
+        scope=row.scope,
+        issued_at=row.issued_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        ip_address=row.ip_address,
+        user_agent=row.user_agent,
+        hint=row.hint,
+        refreshable_until=refreshable_until,
+    )

@@ -1,0 +1,195 @@
+"""Refreshing an access token (RFC 6749 §6), with rotation and reuse detection (RFC 9700)."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
+from erpauth.domain.clients import authenticate_client
+from erpauth.domain.refresh_tokens import (
+    claim,
+    find_refresh_token,
+    issue_token_pair,
+    revoke_family,
+)
+from erpauth.domain.tokens import IssuedAccessToken
+from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, OAuthError
+from erpauth.oauth.password_grant import DEACTIVATED, LICENSE_CLOSED, NO_PERMISSION
+from erpauth.oauth.scope import parse_scope
+from erpauth.services import Services
+from erpauth.storage.models import ApiClient, Company, Operator, RefreshToken
+
+log = logging.getLogger("erpauth.oauth")
+
+MAX_REFRESH_TOKEN_LENGTH = 512
+NOT_VALID = "the refresh token is not valid"
+REVOKED = "the refresh token has been revoked; sign in again"
+EXPIRED = "the refresh token has expired; sign in again"
+REUSED = (
+    "the refresh token was already used; every token issued from it is now revoked, sign in again"
+)
+PASSWORD_CHANGED = "the operator's password has changed since this refresh token was issued"
+
+
+def refresh_token_grant(
+    services: Services, credentials: ClientCredentials, form: dict[str, str], origin: Origin
+) -> IssuedAccessToken:
+    presented = form.get("refresh_token")
+    if not presented:
+        raise InvalidRequest("the refresh_token grant needs the refresh_token parameter")
+    requested_scope = parse_scope(form["scope"]) if "scope" in form else None
+
+    with services.database.session() as session:
+        outcome = _refresh(session, services, credentials, presented, requested_scope, origin)
+    if isinstance(outcome, OAuthError):
+        raise outcome
+    return outcome
+
+
+def _refresh(
+    session: Session,
+    services: Services,
+    credentials: ClientCredentials,
+    presented: str,
+    requested_scope: str | None,
+    origin: Origin,
+) -> IssuedAccessToken | OAuthError:
+    client = authenticate_client(
+        session, services.box, credentials.client_id, credentials.client_secret
+    )
+    if client is None:
+        audit.record(
+            session,
+            "token.refresh",
+            "refused",
+            origin,
+            reason="invalid_client",
+            attempted_client_id=credentials.client_id[:64],
+        )
+        return credentials.refusal("the client ID or client secret is wrong")
+
+    record = None
+    if len(presented) <= MAX_REFRESH_TOKEN_LENGTH:
+        record = find_refresh_token(session, presented)
+    if record is None:
+        audit.record(
+            session,
+            "token.refresh",
+            "refused",
+            origin,
+            company_id=client.company_id,
+            client_id=client.client_id,
+            reason="unknown_refresh_token",
+        )
+        return InvalidGrant(NOT_VALID)
+
+    ids = {
+        "company_id": record.company_id,
+        "operator_id": record.operator_id,
+        "client_id": client.client_id,
+        "family_id": record.family_id,
+    }
+    refusal = _token_refusal(session, record, client, origin, ids)
+    if refusal is not None:
+        return refusal
+
+    scope = record.scope
+    if requested_scope is not None:
+        # RFC 6749 §6: a refresh may narrow the scope, never widen it.
+        if not set(requested_scope.split()) <= set(record.scope.split()):
+            return InvalidScope("the requested scope is wider than the one originally granted")
+        scope = requested_scope
+
+    operator = session.get(Operator, record.operator_id)
+    company = client.company
+    standing = standing_refusal(operator, company, record)
+    if standing is not None:
+        audit.record(session, "token.refresh", "refused", origin, reason=standing[0], **ids)
+        return InvalidGrant(standing[1])
+    assert operator is not None
+
+    if not claim(session, record):
+        # Another request used or revoked this token between our read and our write.
+        return _reuse_detected(session, record, origin, ids, concurrent=True)
+
+    issued = issue_token_pair(
+        session,
+        services.tokens,
+        operator,
+        company,
+        client,
+        source="refresh",
+        scope=scope,
+        origin=origin,
+        family_id=record.family_id,
+        refresh_ttl=timedelta(hours=services.settings.refresh_token_ttl_hours),
+    )
+    audit.record(
+        session, "token.refresh", "success", origin, jti=issued.jti, used_id=record.id, **ids
+    )
+    return issued
+
+
+def _token_refusal(
+    session: Session,
+    record: RefreshToken,
+    client: ApiClient,
+    origin: Origin,
+    ids: dict[str, object],
+) -> OAuthError | None:
+    """Refuses a refresh token that is not this client's, or no longer usable."""
+    if record.client_id != client.client_id:
+        audit.record(session, "token.refresh", "refused", origin, reason="other_client", **ids)
+        return InvalidGrant(NOT_VALID)
+    if record.revoked_at is not None:
+        audit.record(session, "token.refresh", "refused", origin, reason="revoked", **ids)
+        return InvalidGrant(REVOKED)
+    if record.used_at is not None:
+        return _reuse_detected(session, record, origin, ids, concurrent=False)
+    if record.expires_at <= datetime.now(UTC):
+        audit.record(session, "token.refresh", "refused", origin, reason="expired", **ids)
+        return InvalidGrant(EXPIRED)
+    return None
+
+
+def _reuse_detected(
+    session: Session,
+    record: RefreshToken,
+    origin: Origin,
+    ids: dict[str, object],
+    *,
+    concurrent: bool,
+) -> OAuthError:
+    revoked = revoke_family(session, record.family_id, "refresh_token_reused")
+    audit.record(
+        session,
+        "token.reuse",
+        "family_revoked",
+        origin,
+        reused_id=record.id,
+        concurrent=concurrent,
+        refresh_tokens_revoked=revoked.refresh_tokens,
+        access_tokens_revoked=revoked.access_tokens,
+        **ids,
+    )
+    return InvalidGrant(REUSED)
+
+
+def standing_refusal(
+    operator: Operator | None, company: Company, record: RefreshToken
+) -> tuple[str, str] | None:
+    """Why a password grant would be refused now, as (reason for the log, description)."""
+    if operator is None or operator.company_id != company.id or record.company_id != company.id:
+        return "operator_gone", NOT_VALID
+    if not company.api_enabled:
+        return "license_api_disabled", LICENSE_CLOSED
+    if not operator.is_active:
+        return "operator_inactive", DEACTIVATED
+    if not operator.api_permission:
+        return "no_api_permission", NO_PERMISSION
+    if operator.password_changed_at > record.issued_at:
+        return "password_changed", PASSWORD_CHANGED
+    return None

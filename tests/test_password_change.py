@@ -1,0 +1,78 @@
+"""A password change ends the operator's tokens; the CLI can force one, or just sign out."""
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from erpauth.storage.models import WebSession
+from tests.lifecycle import audit_events, cli_json, refresh, token_pair
+from tests.support import LiveServer
+
+
+def test_setting_a_password_with_the_cli_revokes_access_and_refresh_tokens(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    pair = token_pair(live, tenant)
+    admin_pair = token_pair(live, tenant, tenant.admin)
+
+    cli_json(live, "operator-set-password", tenant.operator.email)
+
+    assert live.me(pair["access_token"]).status_code == 401
+    assert refresh(live, tenant, pair["refresh_token"]).json()["error"] == "invalid_grant"
+    # Only that operator's tokens end.
+    assert live.me(admin_pair["access_token"]).status_code == 200
+
+
+def test_forced_password_change_ends_tokens_and_web_sessions(live: LiveServer) -> None:
+    tenant = live.tenant()
+    pair = token_pair(live, tenant)
+    _add_web_session(live, tenant.operator.id)
+
+    result = cli_json(live, "operator-force-password-change", tenant.operator.email)
+
+    assert live.me(pair["access_token"]).status_code == 401
+    assert refresh(live, tenant, pair["refresh_token"]).status_code == 400
+    assert live.password_grant(tenant).status_code == 400  # the old password
+    tenant.operator.password = result["password"]
+    assert live.password_grant(tenant).status_code == 200
+    with live.services.database.session() as session:
+        left = session.scalar(
+            select(func.count())
+            .select_from(WebSession)
+            .where(WebSession.operator_id == tenant.operator.id)
+        )
+    assert left == 0
+    [event] = audit_events(live, tenant.company_id, "password.change")
+    assert event.detail["forced"] is True
+    assert result["password"] not in str(event.detail)
+
+
+def test_revoking_all_tokens_with_the_cli_keeps_the_password(live: LiveServer) -> None:
+    tenant = live.tenant()
+    first, second = token_pair(live, tenant), token_pair(live, tenant)
+
+    result = cli_json(live, "operator-revoke-tokens", tenant.operator.email)
+
+    assert result["access_tokens_revoked"] == 2
+    assert result["refresh_tokens_revoked"] == 2
+    for pair in (first, second):
+        assert live.me(pair["access_token"]).status_code == 401
+        assert refresh(live, tenant, pair["refresh_token"]).status_code == 400
+    assert live.password_grant(tenant).status_code == 200
+
+
+def _add_web_session(live: LiveServer, operator_id: object) -> None:
+    now = datetime.now(UTC)
+    with live.services.database.session() as session:
+        session.add(
+            WebSession(
+                id_hash=secrets.token_hex(32),
+                operator_id=operator_id,
+                csrf_token=secrets.token_hex(16),
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + timedelta(hours=1),
+            )
+        )
