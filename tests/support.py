@@ -26,8 +26,18 @@ from erpauth.services import Services, build_services
 POSTGRES_ADMIN_URL = os.environ.get(
     "ERPAUTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("ERPAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOKEN_PATH = "/authentication/v1/authentication/token"
 ME_PATH = "/authentication/v1/me"
+# Limit counters of this test run, apart from any other run's on a shared Redis.
+LIMITS_KEY_PREFIX = f"erpauth-test-{secrets.token_hex(4)}"
+# Every test client comes from 127.0.0.1: per-IP limits that suit production would trip
+# across tests. Tests of the limits configure their own, small ones.
+TEST_LIMITS = {
+    "limits_key_prefix": LIMITS_KEY_PREFIX,
+    "token_requests_per_ip_per_minute": 100_000,
+    "signin_requests_per_ip_per_minute": 100_000,
+}
 
 
 @dataclass
@@ -180,7 +190,7 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: object)
         database_url=database_url,
         secret_key=None,
         public_url="http://127.0.0.1:8000",
-        **overrides,  # type: ignore[arg-type]
+        **(TEST_LIMITS | overrides),  # type: ignore[arg-type]
     )
 
 

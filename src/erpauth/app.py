@@ -14,6 +14,7 @@ from erpauth.http.middleware import (
     CaseInsensitivePathMiddleware,
     SecurityHeadersMiddleware,
 )
+from erpauth.http.rate_headers import RateLimitHeadersMiddleware
 from erpauth.oauth import token_endpoint
 from erpauth.services import Services, build_services
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)

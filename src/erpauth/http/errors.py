@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from erpauth.abuse.errors import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.oauth.errors import OAuthError
 
@@ -69,6 +70,23 @@ async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
     return error_response(400, "invalid_request", str(exc))
 
 
+async def _throttled(_request: Request, exc: Throttled) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": "too_many_requests",
+            "error_description": exc.description,
+            "limit": exc.limit,
+            "retry_after": exc.retry_after,
+        },
+        status_code=429,
+        headers={"Cache-Control": "no-store", **exc.headers},
+    )
+
+
+async def _saturated(_request: Request, exc: Saturated) -> JSONResponse:
+    return error_response(503, "temporarily_unavailable", exc.description, exc.headers)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "database unavailable during %s %s: %s",
@@ -94,6 +112,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(Throttled, _throttled)
+    app.add_exception_handler(Saturated, _saturated)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_unavailable)
