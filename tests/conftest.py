@@ -1,6 +1,7 @@
 """Shared fixtures: a live erpauth server per database backend."""
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
@@ -70,7 +71,7 @@ def redis_url() -> Iterator[str]:
             pytest.fail(f"Redis is required but not reachable at {REDIS_URL}")
         pytest.skip(f"Redis is not reachable at {REDIS_URL}; set ERPAUTH_TEST_REDIS_URL")
     yield REDIS_URL
-    for key in client.scan_iter(match=f"{LIMITS_KEY_PREFIX}:*", count=1000):
+    for key in client.scan_iter(match=f"{LIMITS_KEY_PREFIX}*", count=1000):
         client.delete(key)
     client.close()
 
@@ -88,14 +89,18 @@ StartServer = Callable[..., LiveServer]
 
 @pytest.fixture
 def start_server(live: LiveServer, limits_storage: str | None) -> Iterator[StartServer]:
-    """Starts servers with their own settings, on the session's database and counter storage."""
+    """Starts servers with their own settings, on the session's database and counter storage.
+
+    The servers of one test share their counters, and no other test's.
+    """
+    prefix = f"{LIMITS_KEY_PREFIX}-{secrets.token_hex(4)}"
     with ExitStack() as stack:
 
         def start(**overrides: object) -> LiveServer:
             settings = make_settings(
                 live.settings.data_dir,
                 live.settings.database_url,
-                **({"redis_url": limits_storage} | overrides),
+                **({"redis_url": limits_storage, "limits_key_prefix": prefix} | overrides),
             )
             return stack.enter_context(live_server(settings))
 
