@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -28,7 +29,8 @@ from erpauth.logs import configure_logging
 from erpauth.security.secrets import new_password
 from erpauth.services import Services, build_services
 
-Handler = Callable[[argparse.Namespace, Services], dict[str, Any]]
+# A handler returns what to print, or None when it printed its output itself.
+Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         services.close()
 
-    _print(args, result)
+    if result is not None:
+        _print(args, result)
     return 0
 
 
@@ -121,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     reset = command("operator-set-password", _set_password, "set an operator's password")
     reset.add_argument("email")
     reset.add_argument("--password", help="default: a generated one, printed once")
+
+    export = command("audit-export", _audit_export, "write the audit trail, oldest first")
+    export.add_argument("--company", help="only this company's events (its account code)")
+    export.add_argument("--kind", help="only events of this kind, e.g. signin.lockout")
+    export.add_argument("--since", type=_timestamp, help="ISO 8601 time, inclusive; UTC if no zone")
+    export.add_argument("--until", type=_timestamp, help="ISO 8601 time, exclusive; UTC if no zone")
     return parser
 
 
@@ -288,6 +297,37 @@ def _set_password(args: argparse.Namespace, services: Services) -> dict[str, Any
     if not args.password:
         view["password"] = password
     return view
+
+
+def _audit_export(args: argparse.Namespace, services: Services) -> None:
+    """One event per line: JSON with --json, else readable text."""
+    with services.database.session() as session:
+        company_id = get_company(session, args.company).id if args.company else None
+        events = audit.export_events(
+            session, company_id, kind=args.kind, since=args.since, until=args.until
+        )
+        for event in events:
+            view = audit.event_view(event)
+            print(json.dumps(view) if args.json else _event_line(view))
+    return None
+
+
+def _event_line(view: dict[str, Any]) -> str:
+    who = " ".join(
+        f"{name}={view[name]}"
+        for name in ("company_id", "operator_id", "client_id", "ip_address")
+        if view[name]
+    )
+    detail = " ".join(f"{key}={value}" for key, value in view["detail"].items())
+    return f"{view['occurred_at']} {view['kind']} {view['outcome']} {who} {detail}".rstrip()
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _operator_view(operator: Any) -> dict[str, Any]:
