@@ -21,6 +21,7 @@ from erpauth.config import Settings
 from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import create_company
 from erpauth.domain.operators import create_operator
+from erpauth.http.server import server_options
 from erpauth.services import Services, build_services
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -78,7 +79,10 @@ class LiveServer:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings, services), log_level="warning", lifespan="on", timeout_keep_alive=5
+            create_app(settings, services),
+            log_level="warning",
+            lifespan="on",
+            **server_options(settings),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -25,6 +25,7 @@ from erpauth.domain.operators import (
     set_api_permission,
     set_password,
 )
+from erpauth.http.server import server_options
 from erpauth.logs import configure_logging
 from erpauth.security.secrets import new_password
 from erpauth.services import Services, build_services
@@ -364,7 +365,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=False,
         server_header=False,
         log_level="warning",
-        timeout_keep_alive=5,
+        **server_options(settings),
     )
     return 0
 

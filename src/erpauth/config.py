@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     hashing_wait_seconds: float = Field(5.0, gt=0, le=60)
     audit_repeat_seconds: int = Field(60, ge=1)
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024)
     http_body_timeout_seconds: float = Field(30.0, gt=0, le=600)
     http_keepalive_seconds: int = Field(5, ge=1, le=300)
     http_max_concurrency: int = Field(1000, ge=1)
