@@ -193,8 +193,7 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: object)
         data_dir=data_dir,
         database_url=database_url,
         secret_key=None,
-        public_url="http://127.0.0.1:8000",
-        **(TEST_LIMITS | overrides),  # type: ignore[arg-type]
+        **({"public_url": "http://127.0.0.1:8000"} | TEST_LIMITS | overrides),  # type: ignore[arg-type]
     )
 
 

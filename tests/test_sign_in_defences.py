@@ -288,3 +288,16 @@ def _without_seconds(body: dict) -> dict:
             c for c in body.get("error_description", "") if not c.isdigit()
         )
     }
+
+
+def test_token_limits_keep_counting_in_the_process_when_redis_is_unreachable(
+    start_server: StartServer, limits_storage: str | None
+) -> None:
+    if limits_storage is None:
+        pytest.skip("this test is about Redis")
+    server = start_server(redis_url="redis://127.0.0.1:9/0", token_requests_per_ip_per_minute=2)
+    tenant = server.tenant()
+
+    statuses = [grant(server, tenant).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
