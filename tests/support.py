@@ -21,13 +21,24 @@ from erpauth.config import Settings
 from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import create_company
 from erpauth.domain.operators import create_operator
+from erpauth.http.server import server_options
 from erpauth.services import Services, build_services
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ERPAUTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("ERPAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOKEN_PATH = "/authentication/v1/authentication/token"
 ME_PATH = "/authentication/v1/me"
+# Limit counters of this test run, apart from any other run's on a shared Redis.
+LIMITS_KEY_PREFIX = f"erpauth-test-{secrets.token_hex(4)}"
+# Every test client comes from 127.0.0.1: per-IP limits that suit production would trip
+# across tests. Tests of the limits configure their own, small ones.
+TEST_LIMITS = {
+    "limits_key_prefix": LIMITS_KEY_PREFIX,
+    "token_requests_per_ip_per_minute": 100_000,
+    "signin_requests_per_ip_per_minute": 100_000,
+}
 
 
 @dataclass
@@ -68,7 +79,10 @@ class LiveServer:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings, services), log_level="warning", lifespan="on", timeout_keep_alive=5
+            create_app(settings, services),
+            log_level="warning",
+            lifespan="on",
+            **server_options(settings),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -179,8 +193,7 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: object)
         data_dir=data_dir,
         database_url=database_url,
         secret_key=None,
-        public_url="http://127.0.0.1:8000",
-        **overrides,  # type: ignore[arg-type]
+        **({"public_url": "http://127.0.0.1:8000"} | TEST_LIMITS | overrides),  # type: ignore[arg-type]
     )
 
 

@@ -16,6 +16,7 @@ from erpauth.http.middleware import (
     CaseInsensitivePathMiddleware,
     SecurityHeadersMiddleware,
 )
+from erpauth.http.rate_headers import RateLimitHeadersMiddleware
 from erpauth.oauth import discovery, introspection, revocation, token_endpoint
 from erpauth.services import Services, build_services
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)

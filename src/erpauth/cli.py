@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -32,11 +33,13 @@ from erpauth.domain.signing_keys import (
     retire_signing_key,
     rotate_signing_key,
 )
+from erpauth.http.server import server_options
 from erpauth.logs import configure_logging
 from erpauth.security.secrets import UndecryptableSecret, new_password
 from erpauth.services import Services, build_services
 
-Handler = Callable[[argparse.Namespace, Services], dict[str, Any]]
+# A handler returns what to print, or None when it printed its output itself.
+Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         services.close()
 
-    _print(args, result)
+    if result is not None:
+        _print(args, result)
     return 0
 
 
@@ -152,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
         "keys-retire", _keys_retire, "retire a signing key; tokens it signed stop working"
     )
     retire.add_argument("kid")
+    export = command("audit-export", _audit_export, "write the audit trail, oldest first")
+    export.add_argument("--company", help="only this company's events (its account code)")
+    export.add_argument("--kind", help="only events of this kind, e.g. signin.lockout")
+    export.add_argument("--since", type=_timestamp, help="ISO 8601 time, inclusive; UTC if no zone")
+    export.add_argument("--until", type=_timestamp, help="ISO 8601 time, exclusive; UTC if no zone")
     return parser
 
 
@@ -396,6 +405,37 @@ def _key_view(key: SigningKeyInfo) -> dict[str, Any]:
     }
 
 
+def _audit_export(args: argparse.Namespace, services: Services) -> None:
+    """One event per line: JSON with --json, else readable text."""
+    with services.database.session() as session:
+        company_id = get_company(session, args.company).id if args.company else None
+        events = audit.export_events(
+            session, company_id, kind=args.kind, since=args.since, until=args.until
+        )
+        for event in events:
+            view = audit.event_view(event)
+            print(json.dumps(view) if args.json else _event_line(view))
+    return None
+
+
+def _event_line(view: dict[str, Any]) -> str:
+    who = " ".join(
+        f"{name}={view[name]}"
+        for name in ("company_id", "operator_id", "client_id", "ip_address")
+        if view[name]
+    )
+    detail = " ".join(f"{key}={value}" for key, value in view["detail"].items())
+    return f"{view['occurred_at']} {view['kind']} {view['outcome']} {who} {detail}".rstrip()
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _operator_view(operator: Any) -> dict[str, Any]:
     return {
         "email": operator.email,
@@ -437,7 +477,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=False,
         server_header=False,
         log_level="warning",
-        timeout_keep_alive=5,
+        **server_options(settings),
     )
     return 0
 

@@ -44,6 +44,30 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     db_pool_size: int = Field(10, ge=1)
 
+    # Abuse resistance; docs/abuse.md explains each knob.
+    limits_key_prefix: str = Field("erpauth", min_length=1, max_length=64)
+    redis_timeout_seconds: float = Field(0.5, gt=0, le=10)
+    redis_retry_seconds: float = Field(5.0, ge=0, le=300)
+    token_requests_per_ip_per_minute: int = Field(30, ge=1)
+    token_requests_per_client_per_minute: int = Field(60, ge=1)
+    signin_requests_per_ip_per_minute: int = Field(30, ge=1)
+    signin_failure_window_seconds: int = Field(900, ge=1)
+    signin_failures_before_delay: int = Field(3, ge=1)
+    signin_delay_seconds: int = Field(2, ge=1)
+    signin_max_delay_seconds: int = Field(60, ge=1)
+    signin_failures_before_lockout: int = Field(10, ge=1)
+    signin_lockout_seconds: int = Field(900, ge=1)
+    signin_account_failures_before_lockout: int = Field(100, ge=1)
+    hashing_concurrency: int = Field(2, ge=1, le=64)
+    hashing_queue: int = Field(8, ge=0, le=1000)
+    hashing_wait_seconds: float = Field(5.0, gt=0, le=60)
+    audit_repeat_seconds: int = Field(60, ge=1)
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024)
+    http_body_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    http_keepalive_seconds: int = Field(5, ge=1, le=300)
+    http_max_concurrency: int = Field(1000, ge=1)
+
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

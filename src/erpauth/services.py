@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from erpauth.abuse import AbuseControls
 from erpauth.config import Settings
 from erpauth.domain.tokens import TokenService
 from erpauth.security.keys import KeyRing, ensure_signing_key
@@ -19,8 +20,10 @@ class Services:
     hasher: PasswordHasher
     keys: KeyRing
     tokens: TokenService
+    abuse: AbuseControls
 
     def close(self) -> None:
+        self.abuse.close()
         self.database.dispose()
 
 
@@ -34,11 +37,13 @@ def build_services(settings: Settings, *, migrate: bool = False) -> Services:
             ensure_signing_key(session, box)
 
     keys = KeyRing(database, box)
+    hasher = PasswordHasher(settings)
     return Services(
         settings=settings,
         database=database,
         box=box,
-        hasher=PasswordHasher(settings),
+        hasher=hasher,
         keys=keys,
         tokens=TokenService(settings, database, keys),
+        abuse=AbuseControls(settings, database, hasher),
     )

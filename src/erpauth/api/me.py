@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from erpauth.domain.tokens import TokenContext
+from erpauth.http.openapi import BEARER_RESPONSES
 from erpauth.oauth.bearer import bearer_token
 
 router = APIRouter(prefix="/authentication/v1", tags=["Authentication"])
@@ -34,7 +35,12 @@ class MeOut(BaseModel):
     expires_at: datetime | None
 
 
-@router.get("/me", summary="Who the access token speaks for", response_model=MeOut)
+@router.get(
+    "/me",
+    summary="Who the access token speaks for",
+    response_model=MeOut,
+    responses=BEARER_RESPONSES,
+)
 def me(token: TokenContext = Depends(bearer_token)) -> MeOut:
     return MeOut(
         operator=OperatorOut(

@@ -2,9 +2,12 @@
 
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from erpauth.storage.models import AuditEvent, utcnow
@@ -75,3 +78,75 @@ def log_event(
         **(detail or {}),
     }
     log.info("%s %s", kind, outcome, extra={"fields": fields})
+
+
+MAX_EVENTS = 1000
+
+
+def list_events(
+    session: Session,
+    company_id: uuid.UUID,
+    kind: str | None = None,
+    operator_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """One company's events, newest first; ``since`` is inclusive and ``until`` exclusive."""
+    statement = _filtered(company_id, kind, operator_id, since, until)
+    statement = statement.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+    return list(session.scalars(statement.limit(max(1, min(limit, MAX_EVENTS)))))
+
+
+def export_events(
+    session: Session,
+    company_id: uuid.UUID | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[AuditEvent]:
+    """Every matching event, oldest first, read in batches; without a company, all of them."""
+    statement = _filtered(company_id, kind, None, since, until, all_companies=company_id is None)
+    statement = statement.order_by(AuditEvent.occurred_at, AuditEvent.id)
+    yield from session.scalars(statement.execution_options(yield_per=500))
+
+
+def event_view(event: AuditEvent) -> dict[str, Any]:
+    """The event as plain JSON-ready values."""
+    return {
+        "id": event.id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "kind": event.kind,
+        "outcome": event.outcome,
+        "company_id": str(event.company_id) if event.company_id else None,
+        "actor_id": str(event.actor_id) if event.actor_id else None,
+        "operator_id": str(event.operator_id) if event.operator_id else None,
+        "client_id": event.client_id,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "detail": event.detail or {},
+    }
+
+
+def _filtered(
+    company_id: uuid.UUID | None,
+    kind: str | None,
+    operator_id: uuid.UUID | None,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    all_companies: bool = False,
+) -> Select[tuple[AuditEvent]]:
+    statement = select(AuditEvent)
+    if not all_companies:
+        # A company's trail never includes another company's events, nor unattributed ones.
+        statement = statement.where(AuditEvent.company_id == company_id)
+    if kind is not None:
+        statement = statement.where(AuditEvent.kind == kind)
+    if operator_id is not None:
+        statement = statement.where(AuditEvent.operator_id == operator_id)
+    if since is not None:
+        statement = statement.where(AuditEvent.occurred_at >= since)
+    if until is not None:
+        statement = statement.where(AuditEvent.occurred_at < until)
+    return statement

@@ -56,6 +56,8 @@ class TokenContext:
     scope: str
     issued_at: datetime
     expires_at: datetime | None
+    # Read with the token, so the call limit costs no query of its own.
+    call_limit_per_minute: int
 
 
 class TokenService:
@@ -165,6 +167,7 @@ class TokenService:
                 scope=record.scope,
                 issued_at=record.issued_at,
                 expires_at=record.expires_at,
+                call_limit_per_minute=company.call_limit_per_minute,
             )
 
     def _verify_signature(self, token: str) -> dict:

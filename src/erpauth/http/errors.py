@@ -8,7 +8,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from erpauth.abuse.errors import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.oauth.errors import OAuthError
 
@@ -69,6 +71,30 @@ async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
     return error_response(400, "invalid_request", str(exc))
 
 
+async def _throttled(_request: Request, exc: Throttled) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": "too_many_requests",
+            "error_description": exc.description,
+            "limit": exc.limit,
+            "retry_after": exc.retry_after,
+        },
+        status_code=429,
+        headers={"Cache-Control": "no-store", **exc.headers},
+    )
+
+
+async def _saturated(_request: Request, exc: Saturated) -> JSONResponse:
+    return error_response(503, "temporarily_unavailable", exc.description, exc.headers)
+
+
+async def _client_gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+    # The client hung up, or the server closed a request whose body was too slow to arrive;
+    # no one is left to answer.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return error_response(400, "invalid_request", "the client disconnected")
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "database unavailable during %s %s: %s",
@@ -94,6 +120,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(Throttled, _throttled)
+    app.add_exception_handler(Saturated, _saturated)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_unavailable)

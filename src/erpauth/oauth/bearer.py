@@ -7,6 +7,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from erpauth.domain.tokens import InvalidToken as TokenRefused
 from erpauth.domain.tokens import TokenContext
+from erpauth.http.origin import origin_of
 from erpauth.oauth.errors import InvalidToken, MalformedAuthorization, MissingToken
 from erpauth.oauth.token_endpoint import TOKEN_PATH
 from erpauth.services import Services
@@ -54,4 +55,6 @@ def bearer_token(request: Request, _declared: str | None = Security(oauth2_schem
         raise InvalidToken(str(exc), REALM) from exc
 
     request.state.token = context
+    # Counted after the token check: a request without a valid token is no company's call.
+    request.state.rate_limit = services.abuse.calls.hit(context, origin_of(request))
     return context

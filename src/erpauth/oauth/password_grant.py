@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from erpauth.abuse import SignInAttempt
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import authenticate_client
@@ -49,11 +50,22 @@ def password_grant(
     if isinstance(candidate, OAuthError):
         raise candidate
 
+    attempt = SignInAttempt(
+        username,
+        origin,
+        channel="token_endpoint",
+        company_id=candidate.company_id,  # type: ignore[arg-type]
+        operator_id=candidate.operator_id,  # type: ignore[arg-type]
+        client_id=candidate.client_id,
+    )
+    guard = services.abuse.sign_in
+    guard.check(attempt)
     # The slow part, on purpose, without holding a database connection.
-    password_ok = services.hasher.verify(candidate.password_hash, password)
+    password_ok = guard.verify(attempt, candidate.password_hash, password)
 
     with services.database.session() as session:
         outcome = _issue(session, services, candidate, password_ok, password, scope, origin)
+    guard.record(attempt, password_ok)
     if isinstance(outcome, OAuthError):
         raise outcome
     return outcome

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain.audit import Origin
 from erpauth.domain.tokens import IssuedAccessToken
+from erpauth.http.openapi import LIMIT_RESPONSES
 from erpauth.http.origin import origin_of
 from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import InvalidRequest, UnsupportedGrantType
@@ -101,6 +102,7 @@ _ERROR_RESPONSE = {
                 "description": "Client authentication failed.",
                 "content": {"application/json": {"schema": _ERROR_RESPONSE}},
             },
+            **LIMIT_RESPONSES,
         },
     },
 )
@@ -119,7 +121,11 @@ async def token(request: Request) -> JSONResponse:
         )
 
     services: Services = request.app.state.services
-    issued = await run_in_threadpool(grant, services, credentials, form, origin_of(request))
+    origin = origin_of(request)
+    await run_in_threadpool(
+        services.abuse.requests.check_token_request, origin, credentials.client_id
+    )
+    issued = await run_in_threadpool(grant, services, credentials, form, origin)
     return JSONResponse(token_response_body(issued), headers=NO_STORE)
 
 

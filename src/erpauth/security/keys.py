@@ -95,6 +95,7 @@ class KeyRing:
         return {"keys": [key.public_jwk for key in self._keys.values()]}
 
     def reload(self) -> None:
+        started = time.monotonic()
         with self._database.session() as session:
             rows = session.scalars(
                 select(SigningKey)
@@ -104,9 +105,11 @@ class KeyRing:
             loaded = [self._load(row) for row in rows]
 
         with self._lock:
+            if started < self._loaded_at:
+                return  # a reload that began later has finished first; its view is newer
             self._keys = {key.kid: key for key in loaded}
             self._signing = loaded[0] if loaded else None
-            self._loaded_at = time.monotonic()
+            self._loaded_at = started
 
     def _reload_if_stale(self) -> None:
         if time.monotonic() - self._loaded_at > RELOAD_SECONDS:

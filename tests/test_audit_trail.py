@@ -1,0 +1,166 @@
+"""The audit trail: the query the web view uses, the JSON-lines export, structured logs."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
+from erpauth.logs import JsonFormatter
+from erpauth.storage.models import AuditEvent
+from tests.support import LiveServer, Tenant
+
+
+def add_event(
+    live: LiveServer, tenant: Tenant, kind: str, at: datetime, operator: bool = True
+) -> None:
+    with live.services.database.session() as session:
+        audit.record(
+            session,
+            kind,
+            "success",
+            Origin(ip_address="192.0.2.1", user_agent="test"),
+            company_id=tenant.company_id,
+            operator_id=tenant.operator.id if operator else None,
+        )
+        [event] = [new for new in session.new if isinstance(new, AuditEvent)]
+        event.occurred_at = at
+
+
+def test_list_events_returns_one_companys_events_newest_first(live: LiveServer) -> None:
+    ours, theirs = live.tenant(), live.tenant()
+    now = datetime.now(UTC)
+    add_event(live, ours, "test.first", now - timedelta(minutes=2))
+    add_event(live, ours, "test.second", now - timedelta(minutes=1))
+    add_event(live, theirs, "test.first", now)
+
+    with live.services.database.session() as session:
+        kinds = [e.kind for e in audit.list_events(session, ours.company_id)]
+
+    assert kinds[:2] == ["test.second", "test.first"]
+    assert "company.create" not in kinds, "events without the company's id are not its trail"
+    assert len([k for k in kinds if k.startswith("test.")]) == 2
+
+
+def test_list_events_filters_by_kind_operator_and_time(live: LiveServer) -> None:
+    tenant = live.tenant()
+    now = datetime.now(UTC)
+    add_event(live, tenant, "test.old", now - timedelta(hours=2))
+    add_event(live, tenant, "test.new", now - timedelta(minutes=5))
+    add_event(live, tenant, "test.new", now - timedelta(minutes=4), operator=False)
+
+    with live.services.database.session() as session:
+        by_kind = audit.list_events(session, tenant.company_id, kind="test.new")
+        by_operator = audit.list_events(
+            session, tenant.company_id, kind="test.new", operator_id=tenant.operator.id
+        )
+        recent = audit.list_events(session, tenant.company_id, since=now - timedelta(hours=1))
+        older = audit.list_events(session, tenant.company_id, until=now - timedelta(hours=1))
+        one = audit.list_events(session, tenant.company_id, limit=1)
+
+    assert len(by_kind) == 2
+    assert len(by_operator) == 1
+    assert "test.old" not in {e.kind for e in recent}
+    assert [e.kind for e in older] == ["test.old"]
+    assert len(one) == 1
+
+
+def test_audit_export_writes_json_lines_filtered_by_company_kind_and_time(
+    live: LiveServer,
+) -> None:
+    tenant, other = live.tenant(), live.tenant()
+    now = datetime.now(UTC)
+    add_event(live, tenant, "test.export", now - timedelta(days=2))
+    add_event(live, tenant, "test.export", now - timedelta(minutes=1))
+    add_event(live, other, "test.export", now)
+
+    lines = run_cli(
+        live,
+        "audit-export",
+        "--json",
+        "--company",
+        tenant.code,
+        "--kind",
+        "test.export",
+        "--since",
+        (now - timedelta(days=1)).replace(tzinfo=None).isoformat(),
+    )
+
+    events = [json.loads(line) for line in lines]
+    assert len(events) == 1
+    assert events[0]["kind"] == "test.export"
+    assert events[0]["company_id"] == str(tenant.company_id)
+    assert events[0]["operator_id"] == str(tenant.operator.id)
+    assert events[0]["ip_address"] == "192.0.2.1"
+    assert set(events[0]) >= {"occurred_at", "outcome", "client_id", "user_agent", "detail"}
+
+
+def test_audit_export_of_refused_sign_ins_holds_no_password_or_secret(live: LiveServer) -> None:
+    tenant = live.tenant()
+    wrong = {
+        "grant_type": "password",
+        "username": tenant.operator.email,
+        "password": "Wr0ng!pw-xyz",
+    }
+    with live.client() as http:
+        http.post(
+            "/authentication/v1/authentication/token",
+            auth=(tenant.client_id, tenant.primary_secret),
+            data=wrong,
+        )
+    token = live.access_token(tenant)
+
+    output = "\n".join(run_cli(live, "audit-export", "--json", "--company", tenant.code))
+
+    assert '"wrong_credentials"' in output
+    for secret in ("Wr0ng!pw-xyz", tenant.operator.password, tenant.primary_secret, token):
+        assert secret not in output
+
+
+def test_security_log_lines_are_json_with_the_audit_fields_and_no_secrets(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = live.tenant()
+    with caplog.at_level(logging.INFO, logger="erpauth"):
+        token = live.access_token(tenant)
+        live.password_grant(tenant, secret="a-wrong-client-secret")
+
+    lines = [
+        json.loads(JsonFormatter().format(record))
+        for record in caplog.records
+        if record.name == "erpauth.security"
+    ]
+    issued = next(line for line in lines if line["event"] == "token.issue")
+    assert issued["outcome"] == "success"
+    assert issued["company_id"] == str(tenant.company_id)
+    assert issued["operator_id"] == str(tenant.operator.id)
+    assert issued["client_id"] == tenant.client_id
+    assert issued["ip"] == "127.0.0.1"
+    assert {"time", "level", "logger", "user_agent"} <= set(issued)
+    text = json.dumps(lines)
+    for secret in (token, tenant.primary_secret, tenant.operator.password, "a-wrong-client-secret"):
+        assert secret not in text
+
+
+def run_cli(live: LiveServer, *args: str) -> list[str]:
+    env = {
+        **os.environ,
+        "ERPAUTH_DATABASE_URL": live.settings.resolved_database_url(),
+        "ERPAUTH_DATA_DIR": str(live.settings.data_dir),
+        "ERPAUTH_LOG_LEVEL": "WARNING",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "erpauth.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line.strip()]
