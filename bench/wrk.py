@@ -36,8 +36,13 @@ def run_wrk(
     """Loads ``url`` for ``duration`` seconds; ``script`` is Lua that sets up each request."""
     with tempfile.TemporaryDirectory() as folder:
         command = [
-            "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-            "--timeout", "10s",
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "--timeout",
+            "10s",
         ]
         if script:
             path = Path(folder) / "script.lua"
@@ -80,7 +85,9 @@ def rotating_body_script(headers: dict[str, str], bodies_file: Path) -> str:
     Meant for one wrk thread: the counter lives in that thread's Lua state.
     """
     head = header_script(headers, method="POST")
-    return head + f"""
+    return (
+        head
+        + f"""
 local bodies = {{}}
 for line in io.lines("{bodies_file}") do bodies[#bodies + 1] = line end
 local counter = 0
@@ -90,3 +97,4 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[((counter - 1) % #bodies) + 1])
 end
 """
+    )

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from erpauth import __version__
-from erpauth.api import docs, health, me, sessions
+from erpauth.api import benchmark, docs, health, me, sessions
 from erpauth.config import Settings
 from erpauth.http.errors import install_error_handlers
 from erpauth.http.middleware import (
@@ -74,6 +74,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    if settings.benchmark_routes:
+        app.include_router(benchmark.router)
     install_error_handlers(app)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]

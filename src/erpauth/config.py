@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
     db_pool_size: int = Field(10, ge=1)
+    benchmark_routes: bool = Field(
+        False, description="Serve /benchmark/open and /benchmark/protected (for bench/run.py)."
+    )
 
     # Abuse resistance; docs/abuse.md explains each knob.
     limits_key_prefix: str = Field("erpauth", min_length=1, max_length=64)
