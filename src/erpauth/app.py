@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from erpauth import __version__
+from erpauth import __version__, web
 from erpauth.api import docs, health, me
 from erpauth.config import Settings
 from erpauth.http.errors import install_error_handlers
@@ -62,6 +62,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(docs.router)
     install_error_handlers(app)
+    web.install(app)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
     app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
