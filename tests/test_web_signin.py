@@ -372,24 +372,6 @@ def test_admin_pages_refuse_operators_with_a_403_page(live: LiveServer, path: st
     assert "Only System Administrators" in response.text
 
 
-def test_web_errors_are_pages_while_api_errors_stay_json(live: LiveServer) -> None:
-    tenant = live.tenant()
-    with Browser(live) as browser:
-        browser.sign_in_as(tenant.operator)
-        page = browser.get("/settings/no-such-page")
-        wrong_method = browser.get("/signout")
-        api = browser.get("/authentication/v1/no-such-endpoint")
-
-    assert page.status_code == 404
-    assert page.headers["content-type"].startswith("text/html")
-    assert "There is no page at this address." in page.text
-    assert "Traceback" not in page.text
-    assert wrong_method.status_code == 405
-    assert wrong_method.headers["content-type"].startswith("text/html")
-    assert api.status_code == 404
-    assert api.json()["error"] == "not_found"
-
-
 def test_sign_in_and_refusals_are_audited(live: LiveServer) -> None:
     tenant = live.tenant()
     with Browser(live) as browser:

@@ -20,7 +20,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API cannot run twice at once in one thread,
+# so a module that starts its own (as the Swagger UI tests do) needs this one closed first.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         message = f"no chromium at {CHROMIUM}; `make browser` installs Debian's"
