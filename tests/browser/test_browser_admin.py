@@ -1,8 +1,13 @@
 """In a real browser: a System Administrator manages the API client, token policy and users."""
 
+import time
+from typing import Any
+
 import httpx
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
+import erpauth.web.users
 from erpauth.storage.models import Company
 from tests.browser.conftest import new_context, sign_in
 from tests.support import TOKEN_PATH, LiveServer, Tenant
@@ -189,3 +194,30 @@ def test_deactivated_operator_is_signed_out_in_their_browser(
     operator_page.goto("/settings/user/api")
     expect(operator_page.get_by_text("Your session has ended.")).to_be_visible()
     operator_context.close()
+
+
+def test_second_click_while_the_form_is_on_its_way_sends_nothing_more(
+    page: Page, web: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = web.tenant()
+    email = f"double.{tenant.code.lower()}@example.com"
+    received: list[str] = []
+    create = erpauth.web.users._create_unless_exists
+
+    def slow_create(*args: Any, **kwargs: Any) -> str | None:
+        received.append(email)
+        time.sleep(0.5)  # keeps the first request on its way while the second click comes
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(erpauth.web.users, "_create_unless_exists", slow_create)
+    sign_in(page, tenant.admin)
+    page.goto("/users")
+    page.get_by_role("button", name="Create operator").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("E-mail").fill(email)
+    dialog.get_by_role("button", name="Create operator").evaluate(
+        "button => { button.click(); setTimeout(() => button.click(), 100); }"
+    )
+
+    expect(page.get_by_text(f"New password for {email}.")).to_be_visible()
+    assert received == [email]

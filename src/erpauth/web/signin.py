@@ -67,6 +67,8 @@ def signin(
 
     with services.database.session() as session:
         operator = session.get(Operator, operator_id) if operator_id else None
+        if operator is not None and operator.password_hash != password_hash:
+            password_ok = False  # the password changed while we were checking the old one
         error = _refusal(operator, password_ok)
         ids = {
             "operator_id": operator_id,

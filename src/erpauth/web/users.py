@@ -95,9 +95,8 @@ def change_active(
         set_active(session, operator, active)
         if not active:
             end_operator_sessions(session, operator.id)
-        _record(
-            session, request, viewer, operator, "operator.activate", "operator.deactivate", active
-        )
+        kind = "operator.activate" if active else "operator.deactivate"
+        _record_change(session, request, viewer, operator, kind)
     return redirect(f"{USERS}?notice=operator-{'activated' if active else 'deactivated'}")
 
 
@@ -110,9 +109,8 @@ def change_api_permission(
     with services.database.session() as session:
         operator = _operator_of_company(session, viewer, operator_id)
         set_api_permission(session, operator, allowed)
-        _record(
-            session, request, viewer, operator, "permission.grant", "permission.revoke", allowed
-        )
+        kind = "permission.grant" if allowed else "permission.revoke"
+        _record_change(session, request, viewer, operator, kind)
     return redirect(f"{USERS}?notice=api-{'granted' if allowed else 'revoked'}")
 
 
@@ -127,15 +125,7 @@ def reset_password(request: Request, viewer: AdminForm, operator_id: str) -> Res
             raise DomainError("you cannot reset your own password here")
         set_password(session, services.hasher, operator, password)
         end_operator_sessions(session, operator.id)
-        audit.record(
-            session,
-            "password.reset",
-            "success",
-            origin_of(request),
-            company_id=viewer.company_id,
-            actor_id=viewer.operator_id,
-            operator_id=operator.id,
-        )
+        _record_change(session, request, viewer, operator, "password.reset")
         email = operator.email
     return _users_page(request, viewer, password_for={"email": email, "password": password})
 
@@ -219,18 +209,13 @@ def _on_off(value: str) -> bool:
     return value == "on"
 
 
-def _record(
-    session: Session,
-    request: Request,
-    viewer: Viewer,
-    operator: Operator,
-    kind_on: str,
-    kind_off: str,
-    on: bool,
+def _record_change(
+    session: Session, request: Request, viewer: Viewer, operator: Operator, kind: str
 ) -> None:
+    """The administrator's change to an operator, in the audit trail."""
     audit.record(
         session,
-        kind_on if on else kind_off,
+        kind,
         "success",
         origin_of(request),
         company_id=viewer.company_id,
