@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from erpauth.domain import audit
 from erpauth.domain.clients import SecretSlot, regenerate_secret, reveal_secret
-from erpauth.domain.companies import set_token_policy
+from erpauth.domain.companies import check_token_policy, set_token_policy
 from erpauth.domain.errors import DomainError, NotFound
 from erpauth.http.origin import origin_of
 from erpauth.storage.models import Company, Operator
@@ -56,39 +56,29 @@ def save_policy(
     }
     expiry = _whole_number(token_expiry_hours)
     limit = _whole_number(call_limit_per_minute)
-    if expiry is None:
-        problem = ("token_expiry_hours", "Token expiry must be a whole number of hours, 0 or more.")
+    problem = _policy_problem(expiry, limit)
+    if problem is not None:
         return _api_tab(request, viewer, policy_form=typed, policy_error=problem, status=400)
-    if limit is None:
-        problem = (
-            "call_limit_per_minute",
-            "Call limit must be a whole number of calls per minute.",
-        )
-        return _api_tab(request, viewer, policy_form=typed, policy_error=problem, status=400)
+    assert expiry is not None and limit is not None
 
     services = services_of(request)
-    try:
-        with services.database.session() as session:
-            company = session.get(Company, viewer.company_id)
-            before = (company.token_expiry_hours, company.call_limit_per_minute)
-            set_token_policy(
-                session, company, token_expiry_hours=expiry, call_limit_per_minute=limit
-            )
-            audit.record(
-                session,
-                "policy.change",
-                "success",
-                origin_of(request),
-                company_id=company.id,
-                actor_id=viewer.operator_id,
-                token_expiry_hours=expiry,
-                call_limit_per_minute=limit,
-                before={"token_expiry_hours": before[0], "call_limit_per_minute": before[1]},
-            )
-    except DomainError as exc:
-        field = "token_expiry_hours" if "expiry" in str(exc) else "call_limit_per_minute"
-        return _api_tab(
-            request, viewer, policy_form=typed, policy_error=(field, sentence(str(exc))), status=400
+    with services.database.session() as session:
+        company = session.get(Company, viewer.company_id)
+        before = {
+            "token_expiry_hours": company.token_expiry_hours,
+            "call_limit_per_minute": company.call_limit_per_minute,
+        }
+        set_token_policy(session, company, token_expiry_hours=expiry, call_limit_per_minute=limit)
+        audit.record(
+            session,
+            "policy.change",
+            "success",
+            origin_of(request),
+            company_id=company.id,
+            actor_id=viewer.operator_id,
+            token_expiry_hours=expiry,
+            call_limit_per_minute=limit,
+            before=before,
         )
     return redirect(API_TAB + "?notice=policy-saved")
 
@@ -194,6 +184,23 @@ def _api_tab(
         policy_error=policy_error,
         **view,
     )
+
+
+def _policy_problem(expiry: int | None, limit: int | None) -> tuple[str, str] | None:
+    """The field at fault and what is wrong with it, or None when both values may be saved."""
+    if expiry is None:
+        return "token_expiry_hours", "Token expiry must be a whole number of hours, 0 or more."
+    if limit is None:
+        return "call_limit_per_minute", "Call limit must be a whole number of calls per minute."
+    for field, values in [
+        ("token_expiry_hours", (expiry, 1)),
+        ("call_limit_per_minute", (0, limit)),
+    ]:
+        try:
+            check_token_policy(*values)
+        except DomainError as exc:
+            return field, sentence(str(exc))
+    return None
 
 
 def _whole_number(text: str) -> int | None:

@@ -44,7 +44,9 @@
       try { copied = document.execCommand("copy"); } catch (ignored) { copied = false; }
     }
     flash(button, copied ? "Copied" : "Press Ctrl+C");
-    announce(copied ? "Copied to the clipboard." : "The text is selected: press Control+C to copy it.");
+    announce(
+      copied ? "Copied to the clipboard." : "The text is selected: press Control+C to copy it."
+    );
   }
 
   function flash(button, text) {
@@ -60,7 +62,8 @@
   function askToConfirm(form, submitter) {
     const dialog = document.getElementById("confirm-dialog");
     if (!dialog) return false;
-    dialog.querySelector("#confirm-title").textContent = form.dataset.confirmTitle || "Are you sure?";
+    const title = form.dataset.confirmTitle || "Are you sure?";
+    dialog.querySelector("#confirm-title").textContent = title;
     dialog.querySelector("#confirm-message").textContent = form.dataset.confirm;
     const ok = dialog.querySelector("#confirm-ok");
     ok.textContent = form.dataset.confirmLabel || "Confirm";
