@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from erpauth import __version__
+from erpauth import __version__, web
 from erpauth.api import benchmark, docs, health, me, sessions
 from erpauth.config import Settings
 from erpauth.http.errors import install_error_handlers
@@ -77,6 +77,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if settings.benchmark_routes:
         app.include_router(benchmark.router)
     install_error_handlers(app)
+    web.install(app)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
     app.add_middleware(RateLimitHeadersMiddleware)

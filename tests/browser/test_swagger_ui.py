@@ -1,43 +1,9 @@
 """Swagger UI in a real browser: Authorize with the password flow, then call a protected API."""
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.support import LiveServer
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def swagger_browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(swagger_browser: Browser) -> Iterator[Page]:
-    context = swagger_browser.new_context()
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.console_errors = errors  # type: ignore[attr-defined]
-    yield page
-    context.close()
 
 
 def authorize(page: Page, live: LiveServer, tenant, location: str) -> None:
@@ -67,14 +33,16 @@ def call_me(page: Page) -> str:
 
 @pytest.mark.parametrize("location", ["Authorization header", "Request body"])
 def test_swagger_authorize_then_call_a_protected_api(
-    page: Page, live: LiveServer, location: str, backend: str
+    page: Page, web: LiveServer, location: str
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("browser tests run once, on SQLite")
-    tenant = live.tenant()
+    tenant = web.tenant()
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
 
-    authorize(page, live, tenant, location)
+    authorize(page, web, tenant, location)
     body = call_me(page)
 
     assert tenant.operator.email in body
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert errors == []

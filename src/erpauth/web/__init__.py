@@ -1,0 +1,17 @@
+"""The web application: server-rendered pages where operators sign in, make their own access
+tokens, and System Administrators manage the company's API client and its operators."""
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from erpauth.web import signin, system_settings, user_settings, users
+from erpauth.web.errors import install_page_errors
+from erpauth.web.render import STATIC
+
+
+def install(app: FastAPI) -> None:
+    """Adds the pages and their assets; call after the API's error handlers are installed."""
+    for module in (signin, user_settings, system_settings, users):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_page_errors(app)

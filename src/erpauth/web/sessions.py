@@ -1,0 +1,109 @@
+"""Server-side sessions of signed-in browsers, kept in ``web_sessions``.
+
+The cookie holds a random session id; the table holds only its SHA-256, so a copy of the
+database does not let anyone take over a session. Each session carries its own CSRF token.
+"""
+
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from erpauth.config import Settings
+from erpauth.domain.audit import Origin
+from erpauth.security.secrets import sha256_hex
+from erpauth.storage.models import Operator, WebSession
+
+# Writing last_seen_at on every page view would turn reads into writes; a minute is fine
+# for an idle limit counted in minutes.
+TOUCH_RESOLUTION = timedelta(seconds=60)
+
+
+def cookie_name(settings: Settings) -> str:
+    # The __Host- prefix makes the browser refuse the cookie unless it is Secure, host-only
+    # and for path /, so a sibling subdomain cannot plant one.
+    return "__Host-erpauth_session" if settings.secure_cookies else "erpauth_session"
+
+
+def start_session(
+    session: Session,
+    settings: Settings,
+    operator: Operator,
+    origin: Origin,
+    *,
+    replacing: str | None = None,
+) -> str:
+    """Opens a session for the operator and returns the new session id for the cookie.
+
+    Whatever session the browser had before is ended, so an id planted before sign-in is
+    never the one that gets signed in (session fixation).
+    """
+    if replacing:
+        end_session(session, replacing)
+    now = datetime.now(UTC)
+    session.execute(
+        delete(WebSession).where(
+            WebSession.operator_id == operator.id, WebSession.expires_at <= now
+        )
+    )
+
+    session_id = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(
+            id_hash=sha256_hex(session_id),
+            operator_id=operator.id,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + timedelta(minutes=settings.session_ttl_minutes),
+            ip_address=origin.ip_address,
+            user_agent=(origin.user_agent or "")[:300] or None,
+        )
+    )
+    session.flush()
+    return session_id
+
+
+def load_session(
+    session: Session, settings: Settings, session_id: str
+) -> tuple[WebSession, Operator] | None:
+    """The live session and its operator; a session past its time or its operator's is ended."""
+    if not session_id or len(session_id) > 128:
+        return None
+    row = session.execute(
+        select(WebSession, Operator)
+        .join(Operator, Operator.id == WebSession.operator_id)
+        .where(WebSession.id_hash == sha256_hex(session_id))
+    ).first()
+    if row is None:
+        return None
+    web_session, operator = row
+
+    now = datetime.now(UTC)
+    idle_limit = web_session.last_seen_at + timedelta(minutes=settings.session_idle_minutes)
+    if web_session.expires_at <= now or idle_limit <= now or not operator.is_active:
+        session.delete(web_session)
+        session.flush()
+        return None
+
+    if now - web_session.last_seen_at > TOUCH_RESOLUTION:
+        web_session.last_seen_at = now
+    return web_session, operator
+
+
+def mark_reauthenticated(session: Session, session_id: str) -> None:
+    web_session = session.get(WebSession, sha256_hex(session_id))
+    if web_session is not None:
+        web_session.reauthenticated_at = datetime.now(UTC)
+
+
+def end_session(session: Session, session_id: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.id_hash == sha256_hex(session_id)))
+
+
+def end_operator_sessions(session: Session, operator_id: uuid.UUID) -> int:
+    """Signs the operator out everywhere, e.g. when deactivated or given a new password."""
+    result = session.execute(delete(WebSession).where(WebSession.operator_id == operator_id))
+    return int(result.rowcount or 0)

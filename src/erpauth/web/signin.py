@@ -1,0 +1,187 @@
+"""Signing in and out, and the home page."""
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from erpauth.domain import audit
+from erpauth.domain.operators import find_operator
+from erpauth.http.origin import origin_of
+from erpauth.security.secrets import equal
+from erpauth.services import Services
+from erpauth.storage.models import Operator
+from erpauth.web.access import CheckedForm, SignedIn, current_viewer, services_of, session_id_of
+from erpauth.web.errors import is_page_path
+from erpauth.web.render import page, redirect
+from erpauth.web.sessions import cookie_name, end_session, start_session
+
+router = APIRouter(include_in_schema=False)
+
+# The sign-in form has no session to take a CSRF token from. It gets a random nonce in a
+# short-lived cookie instead, and the form carries an HMAC of it made with the server key:
+# a page on another site can neither read the cookie nor forge the HMAC.
+SIGNIN_COOKIE = "erpauth_signin"
+WRONG_CREDENTIALS = "The e-mail or password is wrong."
+DEACTIVATED = "This account is deactivated. Ask your System Administrator to activate it."
+FORM_EXPIRED = "The sign-in form had expired. Please sign in again."
+
+
+@router.get("/")
+def root(request: Request) -> Response:
+    return redirect("/home" if current_viewer(request) else "/signin")
+
+
+@router.get("/signin")
+def signin_page(request: Request, next: str = "") -> Response:
+    if current_viewer(request) is not None:
+        return redirect(safe_next(next) or "/home")
+    return _signin_form(request, next_path=next)
+
+
+@router.post("/signin")
+def signin(
+    request: Request,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    form_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    services = services_of(request)
+    origin = origin_of(request)
+    email = email.strip()[:254]
+
+    nonce = request.cookies.get(SIGNIN_COOKIE, "")
+    if not nonce or not equal(form_token, _form_token(services, nonce)):
+        audit.log_event("web.signin", "refused", origin, detail={"reason": "form_token"})
+        return _signin_form(request, next_path=next, email=email, error=FORM_EXPIRED, status=403)
+
+    with services.database.session() as session:
+        operator = find_operator(session, email) if email else None
+        operator_id = operator.id if operator else None
+        password_hash = operator.password_hash if operator else None
+
+    # The slow part, outside any transaction; an unknown e-mail costs the same time.
+    password_ok = services.hasher.verify(password_hash, password)
+
+    with services.database.session() as session:
+        operator = session.get(Operator, operator_id) if operator_id else None
+        if operator is not None and operator.password_hash != password_hash:
+            password_ok = False  # the password changed while we were checking the old one
+        error = _refusal(operator, password_ok)
+        ids = {
+            "operator_id": operator_id,
+            "company_id": operator.company_id if operator else None,
+        }
+        if error is not None:
+            audit.record(session, "web.signin", "refused", origin, reason=error[0], **ids)
+            session_id = None
+        else:
+            assert operator is not None
+            if services.hasher.needs_rehash(operator.password_hash):
+                operator.password_hash = services.hasher.hash(password)
+            session_id = start_session(
+                session, services.settings, operator, origin, replacing=session_id_of(request)
+            )
+            audit.record(session, "web.signin", "success", origin, **ids)
+
+    if session_id is None:
+        assert error is not None
+        return _signin_form(request, next_path=next, email=email, error=error[1], status=400)
+
+    response = redirect(safe_next(next) or "/home")
+    settings = services.settings
+    response.set_cookie(
+        cookie_name(settings),
+        session_id,
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
+    response.delete_cookie(SIGNIN_COOKIE, path="/signin")
+    return response
+
+
+@router.post("/signout")
+def signout(request: Request, viewer: CheckedForm) -> Response:
+    services = services_of(request)
+    with services.database.session() as session:
+        end_session(session, viewer.session_id)
+        audit.record(
+            session,
+            "web.signout",
+            "success",
+            origin_of(request),
+            company_id=viewer.company_id,
+            operator_id=viewer.operator_id,
+        )
+
+    response = redirect("/signin?notice=signed-out")
+    settings = services.settings
+    response.delete_cookie(
+        cookie_name(settings), secure=settings.secure_cookies, httponly=True, samesite="lax"
+    )
+    return response
+
+
+@router.get("/home")
+def home(request: Request, viewer: SignedIn) -> Response:
+    return page(request, "home.html", viewer=viewer, active="home")
+
+
+def safe_next(path: str) -> str | None:
+    """Where to go after signing in: only a page of this application, never another site."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return None
+    if any(ord(char) < 0x20 for char in path) or len(path) > 200:
+        return None
+    if path in ("/", "/signin", "/signout") or not is_page_path(path):
+        return None
+    return path
+
+
+def _refusal(operator: Operator | None, password_ok: bool) -> tuple[str, str] | None:
+    """Why the sign-in fails, as (reason for the audit trail, message for the person)."""
+    if operator is None or not password_ok:
+        return "wrong_credentials", WRONG_CREDENTIALS
+    # The password is proven: saying the account is deactivated tells a stranger nothing.
+    if not operator.is_active:
+        return "operator_inactive", DEACTIVATED
+    return None
+
+
+def _signin_form(
+    request: Request,
+    *,
+    next_path: str,
+    email: str = "",
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    services = services_of(request)
+    nonce = secrets.token_urlsafe(16)
+    response = page(
+        request,
+        "signin.html",
+        status=status,
+        email=email,
+        error=error,
+        next_path=safe_next(next_path) or "",
+        form_token=_form_token(services, nonce),
+    )
+    response.set_cookie(
+        SIGNIN_COOKIE,
+        nonce,
+        max_age=3600,
+        httponly=True,
+        secure=services.settings.secure_cookies,
+        samesite="lax",
+        path="/signin",
+    )
+    return response
+
+
+def _form_token(services: Services, nonce: str) -> str:
+    return services.box.derive(f"signin-form:{nonce}")

@@ -1,0 +1,157 @@
+"""User Settings: the operator's own details, and the API tab where they make access tokens."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from erpauth.domain import audit
+from erpauth.domain.errors import DomainError
+from erpauth.domain.operators import email_key
+from erpauth.domain.tokens import IssuedAccessToken
+from erpauth.domain.web_tokens import (
+    WEB_SOURCE,
+    current_web_token,
+    delete_web_token,
+    refusal,
+    replace_web_token,
+)
+from erpauth.http.origin import origin_of
+from erpauth.storage.models import Operator
+from erpauth.web.access import CheckedForm, SignedIn, Viewer, services_of
+from erpauth.web.render import page, redirect
+from erpauth.web.sessions import mark_reauthenticated
+
+router = APIRouter(include_in_schema=False)
+
+API_TAB = "/settings/user/api"
+WRONG_CREDENTIALS = "The e-mail or password is wrong."
+
+
+@router.get("/settings/user")
+def general_tab(request: Request, viewer: SignedIn) -> Response:
+    return page(request, "user_general.html", viewer=viewer, active="user-settings", tab="general")
+
+
+@router.get(API_TAB)
+def api_tab(request: Request, viewer: SignedIn) -> Response:
+    return _api_tab(request, viewer)
+
+
+@router.post(API_TAB + "/token")
+def make_token(
+    request: Request,
+    viewer: CheckedForm,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    """Generate and Regenerate both land here, after the sign-in window."""
+    services = services_of(request)
+    origin = origin_of(request)
+
+    with services.database.session() as session:
+        password_hash = session.get(Operator, viewer.operator_id).password_hash
+    # Another person's e-mail with their own password must not pass: check against nothing.
+    same_operator = email_key(email) == email_key(viewer.email)
+    password_ok = services.hasher.verify(password_hash if same_operator else None, password)
+
+    if not password_ok:
+        with services.database.session() as session:
+            audit.record(
+                session,
+                "web.reauth",
+                "refused",
+                origin,
+                company_id=viewer.company_id,
+                operator_id=viewer.operator_id,
+                purpose="access_token",
+            )
+        return _api_tab(
+            request, viewer, reauth_error=WRONG_CREDENTIALS, reauth_email=email, status=400
+        )
+
+    try:
+        with services.database.session() as session:
+            operator = session.get(Operator, viewer.operator_id)
+            mark_reauthenticated(session, viewer.session_id)
+            issued, replaced = replace_web_token(session, services.tokens, operator, origin)
+            audit.record(
+                session,
+                "token.issue",
+                "success",
+                origin,
+                company_id=viewer.company_id,
+                operator_id=viewer.operator_id,
+                actor_id=viewer.operator_id,
+                client_id=operator.company.api_client.client_id,
+                jti=issued.jti,
+                source=WEB_SOURCE,
+                replaced=replaced,
+            )
+    except DomainError as exc:
+        return _api_tab(request, viewer, error=str(exc), status=403)
+    return _api_tab(request, viewer, new_token=issued)
+
+
+@router.post(API_TAB + "/token/delete")
+def delete_token(request: Request, viewer: CheckedForm) -> Response:
+    services = services_of(request)
+    with services.database.session() as session:
+        revoked = delete_web_token(session, viewer.operator_id)
+        if revoked:
+            audit.record(
+                session,
+                "token.revoke",
+                "success",
+                origin_of(request),
+                company_id=viewer.company_id,
+                operator_id=viewer.operator_id,
+                actor_id=viewer.operator_id,
+                source=WEB_SOURCE,
+                reason="web_deleted",
+                count=revoked,
+            )
+    return redirect(API_TAB + ("?notice=token-deleted" if revoked else ""))
+
+
+def _api_tab(
+    request: Request,
+    viewer: Viewer,
+    *,
+    new_token: IssuedAccessToken | None = None,
+    reauth_error: str | None = None,
+    reauth_email: str = "",
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    services = services_of(request)
+    with services.database.session() as session:
+        operator = session.get(Operator, viewer.operator_id)
+        company = operator.company
+        token = current_web_token(session, operator.id)
+        view = {
+            "refusal": refusal(operator, company),
+            "client_id": company.api_client.client_id,
+            "email": operator.email,
+            "token": token,
+            "token_expired": bool(
+                token and token.expires_at and token.expires_at <= datetime.now(UTC)
+            ),
+        }
+
+    # The full token exists only in this response; afterwards the page shows its hint.
+    shown = new_token if new_token and token and token.jti == new_token.jti else None
+    return page(
+        request,
+        "user_api.html",
+        viewer=viewer,
+        status=status,
+        active="user-settings",
+        tab="api",
+        new_token=shown.token if shown else None,
+        reauth_error=reauth_error,
+        reauth_email=reauth_email,
+        error=error,
+        **view,
+    )

@@ -1,0 +1,224 @@
+"""Users: the company's operators, who may sign in and who may use the API (administrators)."""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from erpauth.domain import audit
+from erpauth.domain.errors import DomainError, NotFound
+from erpauth.domain.operators import (
+    create_operator,
+    find_operator,
+    set_active,
+    set_api_permission,
+    set_password,
+)
+from erpauth.http.origin import origin_of
+from erpauth.security.secrets import new_password
+from erpauth.storage.models import Company, Operator
+from erpauth.web.access import AdminForm, SystemAdmin, Viewer, services_of
+from erpauth.web.render import page, redirect, sentence
+from erpauth.web.sessions import end_operator_sessions
+
+router = APIRouter(include_in_schema=False)
+
+USERS = "/users"
+IN_USE = "This e-mail address is already in use. Choose another one."
+
+
+@router.get(USERS)
+def users_page(request: Request, viewer: SystemAdmin) -> Response:
+    return _users_page(request, viewer)
+
+
+@router.post(USERS)
+def create(
+    request: Request,
+    viewer: AdminForm,
+    email: Annotated[str, Form()] = "",
+    display_name: Annotated[str, Form()] = "",
+    is_system_admin: Annotated[str, Form()] = "",
+    api_permission: Annotated[str, Form()] = "",
+) -> Response:
+    """Creates an operator with a generated password, shown once.
+
+    Sending the same e-mail again (a double click, a reload) creates nothing more: the answer
+    says the operator exists, whether found first or lost in a race on the unique e-mail.
+    """
+    services = services_of(request)
+    typed = {
+        "email": email.strip(),
+        "display_name": display_name.strip(),
+        "is_system_admin": bool(is_system_admin),
+        "api_permission": bool(api_permission),
+    }
+    if not typed["email"]:
+        problem = "Enter the new operator's e-mail address."
+        return _users_page(request, viewer, create_form=typed, create_error=problem, status=400)
+    password = new_password()
+
+    try:
+        with services.database.session() as session:
+            created = _create_unless_exists(session, request, viewer, typed, password)
+    except IntegrityError:
+        created = None  # a concurrent request created the same e-mail first
+    except DomainError as exc:
+        return _users_page(
+            request, viewer, create_form=typed, create_error=sentence(str(exc)), status=400
+        )
+    if created is not None:
+        return _users_page(request, viewer, password_for={"email": created, "password": password})
+
+    with services.database.session() as session:
+        existing = find_operator(session, typed["email"])
+        ours = existing is not None and existing.company_id == viewer.company_id
+    if ours:
+        return _users_page(request, viewer, exists=typed["email"])
+    return _users_page(request, viewer, create_form=typed, create_error=IN_USE, status=409)
+
+
+@router.post(USERS + "/{operator_id}/active")
+def change_active(
+    request: Request, viewer: AdminForm, operator_id: str, value: Annotated[str, Form()] = ""
+) -> Response:
+    active = _on_off(value)
+    services = services_of(request)
+    with services.database.session() as session:
+        operator = _operator_of_company(session, viewer, operator_id)
+        if operator.id == viewer.operator_id and not active:
+            raise DomainError("you cannot deactivate your own account")
+        set_active(session, operator, active)
+        if not active:
+            end_operator_sessions(session, operator.id)
+        kind = "operator.activate" if active else "operator.deactivate"
+        _record_change(session, request, viewer, operator, kind)
+    return redirect(f"{USERS}?notice=operator-{'activated' if active else 'deactivated'}")
+
+
+@router.post(USERS + "/{operator_id}/api-permission")
+def change_api_permission(
+    request: Request, viewer: AdminForm, operator_id: str, value: Annotated[str, Form()] = ""
+) -> Response:
+    allowed = _on_off(value)
+    services = services_of(request)
+    with services.database.session() as session:
+        operator = _operator_of_company(session, viewer, operator_id)
+        set_api_permission(session, operator, allowed)
+        kind = "permission.grant" if allowed else "permission.revoke"
+        _record_change(session, request, viewer, operator, kind)
+    return redirect(f"{USERS}?notice=api-{'granted' if allowed else 'revoked'}")
+
+
+@router.post(USERS + "/{operator_id}/password")
+def reset_password(request: Request, viewer: AdminForm, operator_id: str) -> Response:
+    """Gives the operator a generated password, shown once, and signs them out everywhere."""
+    services = services_of(request)
+    password = new_password()
+    with services.database.session() as session:
+        operator = _operator_of_company(session, viewer, operator_id)
+        if operator.id == viewer.operator_id:
+            raise DomainError("you cannot reset your own password here")
+        set_password(session, services.hasher, operator, password)
+        end_operator_sessions(session, operator.id)
+        _record_change(session, request, viewer, operator, "password.reset")
+        email = operator.email
+    return _users_page(request, viewer, password_for={"email": email, "password": password})
+
+
+def _create_unless_exists(
+    session: Session, request: Request, viewer: Viewer, typed: dict[str, Any], password: str
+) -> str | None:
+    """The new operator's e-mail, or None when one with that e-mail exists already."""
+    if find_operator(session, typed["email"]) is not None:
+        return None
+    operator = create_operator(
+        session,
+        services_of(request).hasher,
+        session.get(Company, viewer.company_id),
+        email=typed["email"],
+        password=password,
+        display_name=typed["display_name"] or None,
+        is_system_admin=typed["is_system_admin"],
+        api_permission=typed["api_permission"],
+    )
+    audit.record(
+        session,
+        "operator.create",
+        "success",
+        origin_of(request),
+        company_id=viewer.company_id,
+        actor_id=viewer.operator_id,
+        operator_id=operator.id,
+        system_admin=operator.is_system_admin,
+        api_permission=operator.api_permission,
+    )
+    return operator.email
+
+
+def _users_page(
+    request: Request,
+    viewer: Viewer,
+    *,
+    password_for: dict[str, str] | None = None,
+    exists: str | None = None,
+    create_form: dict[str, Any] | None = None,
+    create_error: str | None = None,
+    status: int = 200,
+) -> Response:
+    services = services_of(request)
+    with services.database.session() as session:
+        operators = session.scalars(
+            select(Operator)
+            .where(Operator.company_id == viewer.company_id)
+            .order_by(Operator.display_name, Operator.email_key)
+        ).all()
+    return page(
+        request,
+        "users.html",
+        viewer=viewer,
+        status=status,
+        active="users",
+        operators=operators,
+        password_for=password_for,
+        exists=exists,
+        create_form=create_form or {},
+        create_error=create_error,
+    )
+
+
+def _operator_of_company(session: Session, viewer: Viewer, operator_id: str) -> Operator:
+    """The operator, if they belong to the administrator's company; others do not exist here."""
+    try:
+        wanted = uuid.UUID(operator_id)
+    except ValueError:
+        wanted = None
+    operator = session.get(Operator, wanted) if wanted else None
+    if operator is None or operator.company_id != viewer.company_id:
+        raise NotFound("there is no such operator in your company")
+    return operator
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise DomainError("the request must say on or off")
+    return value == "on"
+
+
+def _record_change(
+    session: Session, request: Request, viewer: Viewer, operator: Operator, kind: str
+) -> None:
+    """The administrator's change to an operator, in the audit trail."""
+    audit.record(
+        session,
+        kind,
+        "success",
+        origin_of(request),
+        company_id=viewer.company_id,
+        actor_id=viewer.operator_id,
+        operator_id=operator.id,
+    )

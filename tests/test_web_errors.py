@@ -1,0 +1,76 @@
+"""Errors on web pages are pages, never a traceback; the API keeps answering in JSON."""
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+import erpauth.web.user_settings
+from tests.support import LiveServer
+from tests.web_support import Browser
+
+
+def test_web_errors_are_pages_while_api_errors_stay_json(live: LiveServer) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        page = browser.get("/settings/no-such-page")
+        wrong_method = browser.get("/signout")
+        api = browser.get("/authentication/v1/no-such-endpoint")
+
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "There is no page at this address." in page.text
+    assert "Traceback" not in page.text
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["content-type"].startswith("text/html")
+    assert api.status_code == 404
+    assert api.json()["error"] == "not_found"
+
+
+def test_unexpected_failure_on_a_page_is_a_500_page_without_details(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = live.tenant()
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        monkeypatch.setattr(erpauth.web.user_settings, "current_web_token", broken)
+        response = browser.get("/settings/user/api")
+
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Something went wrong on our side" in response.text
+    assert "secret internal detail" not in response.text
+    assert "Traceback" not in response.text
+
+
+def test_database_failure_on_a_page_is_a_503_page(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = live.tenant()
+
+    def unreachable(*_args: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        monkeypatch.setattr(erpauth.web.user_settings, "current_web_token", unreachable)
+        response = browser.get("/settings/user/api")
+
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("text/html")
+    assert "cannot reach its database" in response.text
+    assert "connection refused" not in response.text
+
+
+def test_malformed_operator_id_is_a_404_page(live: LiveServer) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        response = browser.post("/users/not-a-uuid/active", {"value": "off"})
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "There is no such operator in your company." in response.text
