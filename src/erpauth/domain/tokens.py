@@ -2,16 +2,18 @@
 
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.config import Settings
 from erpauth.security.keys import ALGORITHM, KeyRing
+from erpauth.security.lru import LRU
 from erpauth.security.secrets import equal, sha256_hex
 from erpauth.storage.db import Database
 from erpauth.storage.models import AccessToken, ApiClient, Company, Operator
@@ -23,6 +25,7 @@ SUPPORTED_SCOPES = frozenset({DEFAULT_SCOPE})
 JWT_TYPE = "at+jwt"  # RFC 9068 §2.1
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 CLOCK_SKEW_SECONDS = 10
+VERIFIED_SIGNATURES = 10_000
 
 
 class InvalidToken(Exception):
@@ -65,6 +68,9 @@ class TokenService:
         self._settings = settings
         self._database = database
         self._keys = keys
+        # Tokens whose signature this process has verified: an ES256 check costs more than
+        # the rest of a request. Only the signature is remembered, never the token's standing.
+        self._verified: LRU[str, tuple[str, dict]] = LRU(VERIFIED_SIGNATURES)
 
     def issue(
         self,
@@ -131,44 +137,56 @@ class TokenService:
         return IssuedAccessToken(token, jti, expires_in, expires_at, scope)
 
     def authenticate(self, token: str) -> TokenContext:
-        """Checks signature, claims and the current state of token, operator and license."""
-        claims = self._verify_signature(token)
+        """Checks signature, claims and the current state of token, operator and license.
 
-        with self._database.session() as session:
-            row = session.execute(
-                select(AccessToken, Operator, Company)
-                .join(Operator, Operator.id == AccessToken.operator_id)
-                .join(Company, Company.id == AccessToken.company_id)
-                .where(AccessToken.jti == claims["jti"])
-            ).first()
+        The signature check is remembered per token; the state is read on every call, in one
+        query, so that revocation, deactivation and license changes count at once.
+        """
+        claims = self._verified_claims(token)
+
+        with self._database.autocommit.connect() as connection:
+            row = connection.execute(_TOKEN_STATE, {"jti": claims["jti"]}).first()
             if row is None:
                 raise InvalidToken("the access token is not known")
-            record, operator, company = row
-            self._check_standing(token, claims, record, operator, company)
+            _check_standing(token, claims, row)
 
             now = datetime.now(UTC)
-            if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
-                session.execute(
-                    update(AccessToken)
-                    .where(AccessToken.jti == record.jti)
-                    .values(last_used_at=now)
+            if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+                connection.execute(
+                    update(AccessToken).where(AccessToken.jti == row.jti).values(last_used_at=now)
                 )
+                connection.commit()
 
-            return TokenContext(
-                jti=record.jti,
-                operator_id=operator.id,
-                email=operator.email,
-                display_name=operator.display_name,
-                is_system_admin=operator.is_system_admin,
-                company_id=company.id,
-                company_name=company.name,
-                account_code=company.account_code,
-                client_id=record.client_id,
-                scope=record.scope,
-                issued_at=record.issued_at,
-                expires_at=record.expires_at,
-                call_limit_per_minute=company.call_limit_per_minute,
-            )
+        return TokenContext(
+            jti=row.jti,
+            operator_id=row.operator_id,
+            email=row.email,
+            display_name=row.display_name,
+            is_system_admin=row.is_system_admin,
+            company_id=row.company_id,
+            company_name=row.company_name,
+            account_code=row.account_code,
+            client_id=row.client_id,
+            scope=row.scope,
+            issued_at=row.issued_at,
+            expires_at=row.expires_at,
+            call_limit_per_minute=row.call_limit_per_minute,
+        )
+
+    def _verified_claims(self, token: str) -> dict:
+        """The claims of a token whose signature was verified, now or earlier in this process."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            kid, claims = cached
+            # A retired key takes its tokens with it, and expiry is checked on every use.
+            expired = "exp" in claims and claims["exp"] + CLOCK_SKEW_SECONDS <= time.time()
+            if self._keys.verification_key(kid) is not None and not expired:
+                return claims
+            self._verified.pop(token, None)
+
+        claims = self._verify_signature(token)
+        self._verified.put(token, (jwt.get_unverified_header(token)["kid"], claims))
+        return claims
 
     def _verify_signature(self, token: str) -> dict:
         try:
@@ -196,26 +214,53 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise InvalidToken("the access token is invalid") from exc
 
-    @staticmethod
-    def _check_standing(
-        token: str, claims: dict, record: AccessToken, operator: Operator, company: Company
-    ) -> None:
-        if not equal(record.token_hash, sha256_hex(token)):
-            raise InvalidToken("the access token is not known")
-        if claims["sub"] != str(operator.id) or claims.get("company_id") != str(company.id):
-            raise InvalidToken("the access token is invalid")
-        if record.revoked_at is not None:
-            raise InvalidToken("the access token has been revoked")
-        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
-            raise InvalidToken("the access token has expired")
-        if not operator.is_active:
-            raise InvalidToken("the operator's account is deactivated")
-        if not operator.api_permission:
-            raise InvalidToken("the operator no longer has API permission")
-        if operator.company_id != company.id:
-            raise InvalidToken("the access token is invalid")
-        if not company.api_enabled:
-            raise InvalidToken("API access is not enabled in this company's license")
+
+_TOKEN_STATE = (
+    select(
+        AccessToken.jti,
+        AccessToken.token_hash,
+        AccessToken.client_id,
+        AccessToken.scope,
+        AccessToken.issued_at,
+        AccessToken.expires_at,
+        AccessToken.last_used_at,
+        AccessToken.revoked_at,
+        Operator.id.label("operator_id"),
+        Operator.company_id.label("operator_company_id"),
+        Operator.email,
+        Operator.display_name,
+        Operator.is_system_admin,
+        Operator.is_active,
+        Operator.api_permission,
+        Company.id.label("company_id"),
+        Company.name.label("company_name"),
+        Company.account_code,
+        Company.api_enabled,
+        Company.call_limit_per_minute,
+    )
+    .join(Operator, Operator.id == AccessToken.operator_id)
+    .join(Company, Company.id == AccessToken.company_id)
+    .where(AccessToken.jti == bindparam("jti"))
+)
+
+
+def _check_standing(token: str, claims: dict, row: Row) -> None:
+    if not equal(row.token_hash, sha256_hex(token)):
+        raise InvalidToken("the access token is not known")
+    if claims["sub"] != str(row.operator_id) or claims.get("company_id") != str(row.company_id):
+        raise InvalidToken("the access token is invalid")
+    if row.revoked_at is not None:
+        raise InvalidToken("the access token has been revoked")
+    if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+        raise InvalidToken("the access token has expired")
+    if not row.is_active:
+        raise InvalidToken("the operator's account is deactivated")
+    if not row.api_permission:
+        raise InvalidToken("the operator no longer has API permission")
+    if row.operator_company_id != row.company_id:
+        raise InvalidToken("the access token is invalid")
+    if not row.api_enabled:
+        raise InvalidToken("API access is not enabled in this company's license")
 
 
 def revoke_access_token(session: Session, jti: str, reason: str) -> bool:
