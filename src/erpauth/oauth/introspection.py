@@ -80,9 +80,13 @@ async def introspect(request: Request) -> JSONResponse:
     credentials = read_client_credentials(request.headers.get("authorization"), form)
 
     services: Services = request.app.state.services
-    body = await run_in_threadpool(
-        introspect_token, services, credentials, form, origin_of(request)
+    origin = origin_of(request)
+    # Each request checks a client secret: it counts like a token request, or it would be
+    # a free way to guess secrets.
+    await run_in_threadpool(
+        services.abuse.requests.check_token_request, origin, credentials.client_id
     )
+    body = await run_in_threadpool(introspect_token, services, credentials, form, origin)
     return JSONResponse(body, headers=NO_STORE)
 
 

@@ -53,7 +53,13 @@ async def revoke(request: Request) -> Response:
     credentials = read_client_credentials(request.headers.get("authorization"), form)
 
     services: Services = request.app.state.services
-    await run_in_threadpool(revoke_token, services, credentials, form, origin_of(request))
+    origin = origin_of(request)
+    # Each request checks a client secret: it counts like a token request, or it would be
+    # a free way to guess secrets.
+    await run_in_threadpool(
+        services.abuse.requests.check_token_request, origin, credentials.client_id
+    )
+    await run_in_threadpool(revoke_token, services, credentials, form, origin)
     return Response(status_code=200, headers=NO_STORE)
 
 
