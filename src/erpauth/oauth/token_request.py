@@ -58,7 +58,11 @@ def token_request_body(description: str) -> dict[str, Any]:
     """The OpenAPI request body of a revocation or introspection request."""
     fields = {
         "token": {"type": "string", "minLength": 1, "description": description},
-        "token_type_hint": {"type": "string", "enum": list(TOKEN_TYPE_HINTS)},
+        "token_type_hint": {
+            "type": "string",
+            "description": "`access_token` or `refresh_token`; any other value is ignored.",
+            "examples": list(TOKEN_TYPE_HINTS),
+        },
         "client_id": {"type": "string", "description": "Only when not sent with HTTP Basic."},
         "client_secret": {"type": "string", "format": "password"},
     }
