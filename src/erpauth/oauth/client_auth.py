@@ -50,7 +50,7 @@ def read_client_credentials(authorization: str | None, form: dict[str, str]) -> 
             "Basic Authorization header or in the request body",
             headers=BASIC_CHALLENGE,
         )
-    _check_form(body_id, body_secret)
+    _check_plausible(body_id, body_secret)
     return ClientCredentials(body_id, body_secret, "client_secret_post")
 
 
@@ -77,11 +77,11 @@ def _parse_basic(authorization: str) -> tuple[str, str]:
         )
     # RFC 6749 §2.3.1: both parts are form-urlencoded before they are joined.
     client_id, client_secret = unquote_plus(raw_id), unquote_plus(raw_secret)
-    _check_form(client_id, client_secret)
+    _check_plausible(client_id, client_secret)
     return client_id, client_secret
 
 
-def _check_form(client_id: str, client_secret: str) -> None:
+def _check_plausible(client_id: str, client_secret: str) -> None:
     """Refuses, without looking anything up, credentials that cannot be any client's.
 
     Besides saving the work, this keeps characters such as NUL away from the database, which
