@@ -6,6 +6,7 @@ import hmac
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 
 import jwt
@@ -14,6 +15,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import StartServer
+from tests.lifecycle import (
+    INTROSPECT_PATH,
+    JWKS_PATH,
+    METADATA_PATH,
+    REVOKE_PATH,
+    TOKENS_PATH,
+    bearer,
+    introspect,
+    refresh,
+    revoke,
+    token_pair,
+)
 from tests.support import ME_PATH, TOKEN_PATH, LiveServer
 
 # --- forged and tampered access tokens --------------------------------------------------
@@ -214,17 +227,205 @@ def test_our_client_id_with_another_companys_secret_is_refused(live: LiveServer)
     assert response.json()["error"] == "invalid_client"
 
 
+def test_another_companys_client_cannot_revoke_our_tokens_and_learns_nothing(
+    live: LiveServer,
+) -> None:
+    ours, theirs = live.tenant(), live.tenant()
+    pair = token_pair(live, ours)
+    unknown = revoke(live, theirs, "no-such-token")
+
+    answers = [
+        revoke(live, theirs, pair[kind], token_type_hint=hint)
+        for kind in ("access_token", "refresh_token")
+        for hint in ("access_token", "refresh_token")
+    ]
+    with live.client() as http:
+        form = {
+            "token": pair["refresh_token"],
+            "client_id": theirs.client_id,
+            "client_secret": theirs.secondary_secret,
+        }
+        answers.append(http.post(REVOKE_PATH, data=form))
+
+    for answer in answers:
+        assert (answer.status_code, answer.content) == (unknown.status_code, unknown.content)
+        assert answer.headers["cache-control"] == unknown.headers["cache-control"]
+    assert live.me(pair["access_token"]).status_code == 200
+    assert refresh(live, ours, pair["refresh_token"]).status_code == 200
+
+
+def test_another_companys_client_sees_our_tokens_exactly_like_made_up_ones(
+    live: LiveServer,
+) -> None:
+    ours, theirs = live.tenant(), live.tenant()
+    pair = token_pair(live, ours)
+    made_up = introspect(live, theirs, "no-such-token")
+
+    answers = [
+        introspect(live, theirs, pair[kind], token_type_hint=hint)
+        for kind in ("access_token", "refresh_token")
+        for hint in ("access_token", "refresh_token")
+    ]
+
+    assert made_up.json() == {"active": False}
+    for answer in answers:
+        assert (answer.status_code, answer.json()) == (200, made_up.json())
+    assert introspect(live, ours, pair["access_token"]).json()["active"] is True
+    assert introspect(live, ours, pair["refresh_token"]).json()["active"] is True
+
+
+@pytest.mark.parametrize("path", [REVOKE_PATH, INTROSPECT_PATH])
+def test_our_client_id_with_another_companys_secret_can_neither_revoke_nor_introspect(
+    live: LiveServer, path: str
+) -> None:
+    ours, theirs = live.tenant(), live.tenant()
+    token = live.access_token(ours)
+
+    with live.client() as http:
+        response = http.post(
+            path, auth=(ours.client_id, theirs.primary_secret), data={"token": token}
+        )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert "active" not in response.json()
+    assert live.me(token).status_code == 200
+
+
+@pytest.mark.parametrize("path", [TOKEN_PATH, REVOKE_PATH, INTROSPECT_PATH])
+def test_an_access_token_is_no_client_authentication(live: LiveServer, path: str) -> None:
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+    form = {"token": token, "grant_type": "password", "username": tenant.operator.email}
+
+    with live.client() as http:
+        response = http.post(path, data=form, headers=bearer(token))
+
+    # RFC 6749 §5.2: an unsupported way of authenticating the client is invalid_client.
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers["www-authenticate"].startswith("Basic ")
+    assert live.me(token).status_code == 200
+
+
+# --- the sessions API across companies and roles ------------------------------------------
+
+OPERATOR_TOKENS_PATH = "/authentication/v1/operators/{operator_id}/tokens"
+
+
+def operator_tokens(operator_id: object, jti: str | None = None) -> str:
+    path = OPERATOR_TOKENS_PATH.format(operator_id=operator_id)
+    return path if jti is None else f"{path}/{jti}"
+
+
+def test_no_one_of_another_company_can_revoke_our_token_through_the_sessions_api(
+    live: LiveServer,
+) -> None:
+    ours, theirs = live.tenant(), live.tenant()
+    our_token = live.access_token(ours)
+    jti = claims_of(our_token)["jti"]
+    their_operator = bearer(live.access_token(theirs))
+    their_admin = bearer(live.access_token(theirs, theirs.admin))
+
+    with live.client() as http:
+        as_own = [
+            http.delete(f"{TOKENS_PATH}/{jti}", headers=their_operator),
+            http.delete(f"{TOKENS_PATH}/{jti}", headers=their_admin),
+            http.delete(operator_tokens(theirs.operator.id, jti), headers=their_admin),
+        ]
+        unknown_token = http.delete(f"{TOKENS_PATH}/no-such-token", headers=their_admin)
+        as_ours = http.delete(operator_tokens(ours.operator.id, jti), headers=their_admin)
+        unknown_operator = http.delete(operator_tokens(uuid.uuid4(), jti), headers=their_admin)
+
+    for answer in as_own:
+        assert (answer.status_code, answer.json()) == (404, unknown_token.json())
+    assert (as_ours.status_code, as_ours.json()) == (404, unknown_operator.json())
+    assert live.me(our_token).status_code == 200
+
+
+def test_an_operator_without_admin_rights_gets_403_from_every_admin_sessions_endpoint(
+    live: LiveServer,
+) -> None:
+    tenant, other = live.tenant(), live.tenant()
+    clerk = bearer(live.access_token(tenant))
+    admins_token = live.access_token(tenant, tenant.admin)
+    admin_jti = claims_of(admins_token)["jti"]
+
+    with live.client() as http:
+        answers = [
+            http.get(operator_tokens(tenant.admin.id), headers=clerk),
+            http.delete(operator_tokens(tenant.admin.id, admin_jti), headers=clerk),
+            http.get(operator_tokens(other.admin.id), headers=clerk),
+            http.delete(operator_tokens(uuid.uuid4(), admin_jti), headers=clerk),
+            http.get(operator_tokens("not-an-operator"), headers=clerk),
+        ]
+
+    # The same answer whoever the target is: it tells nothing about other operators.
+    assert [answer.status_code for answer in answers] == [403] * len(answers)
+    assert len({answer.text for answer in answers}) == 1
+    assert answers[0].json()["error"] == "forbidden"
+    assert live.me(admins_token).status_code == 200
+
+
+HOSTILE_PATH_VALUES = {
+    "not a uuid": "not-a-uuid",
+    "nul": "%00",
+    "nul inside": "a%00b",
+    "10 KB": "x" * 10_000,
+    "not utf-8": "%ff%fe",
+    "encoded slash": "..%2f..",
+    "space": "%20",
+    "emoji": "%F0%9F%98%80" * 20,
+    "sql": "'%20OR%20'1'='1",
+    "65 characters": "a" * 65,
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE_PATH_VALUES.values(), ids=HOSTILE_PATH_VALUES.keys())
+def test_hostile_token_and_operator_ids_in_paths_are_just_not_found(
+    live: LiveServer, value: str
+) -> None:
+    tenant = live.tenant()
+    admin = bearer(live.access_token(tenant, tenant.admin))
+    token = live.access_token(tenant)
+
+    with live.client() as http:
+        answers = [
+            http.delete(f"{TOKENS_PATH}/{value}", headers=admin),
+            http.get(operator_tokens(value), headers=admin),
+            http.delete(operator_tokens(value, value), headers=admin),
+            http.delete(operator_tokens(tenant.operator.id, value), headers=admin),
+        ]
+
+    assert [answer.status_code for answer in answers] == [404] * len(answers)
+    assert {answer.json()["error"] for answer in answers} == {"not_found"}
+    assert live.me(token).status_code == 200
+
+
 # --- oversized and malformed input on every endpoint ---------------------------------------
 
 ENDPOINTS = [
     ("POST", TOKEN_PATH),
+    ("POST", REVOKE_PATH),
+    ("POST", INTROSPECT_PATH),
     ("GET", ME_PATH),
+    ("GET", TOKENS_PATH),
+    ("DELETE", TOKENS_PATH + "/{jti}"),
+    ("GET", OPERATOR_TOKENS_PATH),
+    ("DELETE", OPERATOR_TOKENS_PATH + "/{jti}"),
+    ("GET", METADATA_PATH),
+    ("GET", JWKS_PATH),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/assets/swagger-init.js"),
 ]
+
+
+def concrete(path: str) -> str:
+    """A documented path with made-up values in its parameters."""
+    return path.format(jti="made-up-token-id", operator_id=uuid.UUID(int=7))
 
 
 def test_every_documented_endpoint_is_in_the_attack_list(live: LiveServer) -> None:
@@ -242,7 +443,7 @@ def test_an_announced_oversized_body_is_refused_on_every_endpoint(
     big = b"a" * (live.settings.max_body_bytes + 1)
 
     with live.client() as http:
-        response = http.request(method, path, content=big)
+        response = http.request(method, concrete(path), content=big)
 
     assert response.status_code == 413
     assert response.json()["error"] == "request_too_large"
@@ -259,7 +460,7 @@ def test_a_streamed_oversized_body_is_refused_on_every_endpoint(
     with live.client() as http:
         response = http.request(
             method,
-            path,
+            concrete(path),
             content=chunks(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
@@ -285,7 +486,7 @@ def test_a_streamed_oversized_body_is_refused_on_every_endpoint(
 def test_malformed_urls_never_cause_a_server_error(
     live: LiveServer, method: str, path: str, request_line_tail: str
 ) -> None:
-    response = raw_request(live, f"{method} {path}{request_line_tail} HTTP/1.1".encode())
+    response = raw_request(live, f"{method} {concrete(path)}{request_line_tail} HTTP/1.1".encode())
 
     assert response.status < 500, response.head
 
@@ -319,7 +520,7 @@ def test_malformed_urls_never_cause_a_server_error(
 def test_malformed_headers_never_cause_a_server_error(
     live: LiveServer, method: str, path: str, header: bytes
 ) -> None:
-    response = raw_request(live, f"{method} {path} HTTP/1.1".encode(), header)
+    response = raw_request(live, f"{method} {concrete(path)} HTTP/1.1".encode(), header)
 
     assert response.status < 500, response.head
 
@@ -355,6 +556,66 @@ def test_malformed_token_requests_get_an_oauth_error(
 
     assert response.status_code == 400, response.text
     assert response.json()["error"] in ("invalid_request", "invalid_grant")
+
+
+FORM = "application/x-www-form-urlencoded"
+# Each holds the real token where it says {token}: a request that is refused must not act on it.
+HOSTILE_TOKEN_REQUESTS = {
+    "not utf-8": (FORM, b"token=\xff\xfe{token}"),
+    "percent-encoded not utf-8": (FORM, b"token={token}%ff%fe"),
+    "token twice": (FORM, b"token={token}&token={token}"),
+    "hint twice": (FORM, b"token={token}&token_type_hint=a&token_type_hint=b"),
+    "nul": (FORM, b"token={token}%00"),
+    "500 fields": (FORM, b"&".join(b"f%d=1" % i for i in range(500)) + b"&token={token}"),
+    "latin-1": (FORM + "; charset=latin1", b"token={token}"),
+    "json": ("application/json", b'{"token": "{token}"}'),
+    "text": ("text/plain", b"token={token}"),
+    "multipart": (
+        "multipart/form-data; boundary=x",
+        b'--x\r\nContent-Disposition: form-data; name="token"\r\n\r\n{token}\r\n--x--\r\n',
+    ),
+    "no content type": ("", b"token={token}"),
+}
+
+
+@pytest.mark.parametrize("path", [REVOKE_PATH, INTROSPECT_PATH])
+@pytest.mark.parametrize(
+    ("content_type", "body"), HOSTILE_TOKEN_REQUESTS.values(), ids=HOSTILE_TOKEN_REQUESTS.keys()
+)
+def test_malformed_revocation_and_introspection_requests_are_refused_without_effect(
+    live: LiveServer, path: str, content_type: str, body: bytes
+) -> None:
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+    headers = {"Content-Type": content_type} if content_type else {}
+
+    with live.client() as http:
+        response = http.post(
+            path,
+            content=body.replace(b"{token}", token.encode()),
+            headers=headers,
+            auth=(tenant.client_id, tenant.primary_secret),
+        )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert live.me(token).status_code == 200
+
+
+@pytest.mark.parametrize("length", [4097, 60_000])
+def test_an_oversized_token_is_unknown_to_revocation_and_introspection(
+    live: LiveServer, length: int
+) -> None:
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+    oversized = (token * (length // len(token) + 1))[:length]
+
+    revoked = revoke(live, tenant, oversized)
+    looked_up = introspect(live, tenant, oversized)
+
+    assert (revoked.status_code, revoked.content) == (200, b"")
+    assert (looked_up.status_code, looked_up.json()) == (200, {"active": False})
+    assert live.me(token).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import base64
 
 import pytest
 
+from tests.lifecycle import INTROSPECT_PATH, REVOKE_PATH
 from tests.support import ME_PATH, TOKEN_PATH, LiveServer
 
 
@@ -99,28 +100,71 @@ def test_streamed_body_without_length_is_cut_off_at_the_limit(live: LiveServer) 
     assert_json_error(response, 413, "request_too_large")
 
 
+def basic(credentials: bytes) -> str:
+    return "Basic " + base64.b64encode(credentials).decode()
+
+
+@pytest.mark.parametrize("path", [TOKEN_PATH, REVOKE_PATH, INTROSPECT_PATH])
 @pytest.mark.parametrize(
-    ("authorization", "status", "error"),
+    "authorization",
     [
-        ("Basic !!!not-base64!!!", 401, "invalid_client"),
-        ("Basic " + base64.b64encode(b"no-colon-here").decode(), 401, "invalid_client"),
-        ("Basic " + base64.b64encode(b"\xff\xfe:\xfd").decode(), 401, "invalid_client"),
-        ("Basic", 401, "invalid_client"),
-        ("Bearer abc", 400, "invalid_request"),
-        ("Digest username=x", 400, "invalid_request"),
+        "Basic !!!not-base64!!!",
+        basic(b"no-colon-here"),
+        basic(b"\xff\xfe:\xfd"),
+        basic(b"client\x00:secret"),
+        basic(b"client%00:secret"),
+        basic(b"client:secret\x7f"),
+        "Basic",
+        "Bearer abc",
+        "Digest username=x",
+    ],
+    ids=[
+        "not base64",
+        "no colon",
+        "not utf-8",
+        "nul",
+        "encoded nul",
+        "control character",
+        "empty",
+        "bearer",
+        "digest",
     ],
 )
-def test_malformed_authorization_header_on_the_token_endpoint(
-    live: LiveServer, authorization: str, status: int, error: str
+def test_malformed_or_unsupported_client_authentication_is_invalid_client(
+    live: LiveServer, path: str, authorization: str
 ) -> None:
     with live.client() as http:
         response = http.post(
-            TOKEN_PATH,
-            data={"grant_type": "password", "username": "a@b.example", "password": "x"},
+            path,
+            data={
+                "grant_type": "password",
+                "username": "a@b.example",
+                "password": "x",
+                "token": "t",
+            },
             headers={"Authorization": authorization},
         )
 
-    assert_json_error(response, status, error)
+    assert_json_error(response, 401, "invalid_client")
+    assert response.headers["www-authenticate"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("path", [TOKEN_PATH, REVOKE_PATH, INTROSPECT_PATH])
+def test_client_id_with_a_control_character_in_the_body_is_invalid_client(
+    live: LiveServer, path: str
+) -> None:
+    with live.client() as http:
+        response = http.post(
+            path,
+            data={
+                "grant_type": "password",
+                "token": "t",
+                "client_id": "a\x01",
+                "client_secret": "s",
+            },
+        )
+
+    assert_json_error(response, 401, "invalid_client")
 
 
 @pytest.mark.parametrize(

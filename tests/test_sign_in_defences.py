@@ -1,4 +1,8 @@
-"""Token endpoint limits per IP and per client, and the brute-force guard on passwords."""
+"""Token endpoint limits per IP and per client, and the brute-force guard on passwords.
+
+Revocation and introspection authenticate the client with its secret too, and count against
+the same limits; so does every refresh, whether its refresh token is valid or not.
+"""
 
 import time
 
@@ -8,8 +12,10 @@ from sqlalchemy import select
 
 from erpauth.abuse import SignInAttempt, Throttled
 from erpauth.domain.audit import Origin
+from erpauth.domain.refresh_tokens import find_refresh_token
 from erpauth.storage.models import AuditEvent
 from tests.conftest import StartServer
+from tests.lifecycle import INTROSPECT_PATH, REVOKE_PATH
 from tests.support import TOKEN_PATH, LiveServer, Tenant
 
 ATTACKER = "127.0.0.2"
@@ -40,6 +46,21 @@ def grant(
     transport = httpx.HTTPTransport(local_address=source)
     with server.client(transport=transport) as http:
         return http.post(TOKEN_PATH, auth=(tenant.client_id, tenant.primary_secret), data=form)
+
+
+def post_from(
+    server: LiveServer, source: str, path: str, auth: tuple[str, str], form: dict[str, str]
+) -> httpx.Response:
+    transport = httpx.HTTPTransport(local_address=source)
+    with server.client(transport=transport) as http:
+        return http.post(path, auth=auth, data=form)
+
+
+def refresh_from(
+    server: LiveServer, tenant: Tenant, refresh_token: str, source: str
+) -> httpx.Response:
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return post_from(server, source, TOKEN_PATH, (tenant.client_id, tenant.primary_secret), form)
 
 
 def wrong(server: LiveServer, tenant: Tenant, **kwargs: str) -> httpx.Response:
@@ -117,6 +138,93 @@ def test_per_client_limit_hits_are_audited_for_the_client_company(
     [event] = audit_events(server, tenant, "ratelimit.hit")
     assert event.client_id == tenant.client_id
     assert event.detail["limit"] == "token_requests_per_client"
+
+
+# --- revocation, introspection and refreshes count as token requests ---------------------
+
+
+def test_guessed_secrets_at_revocation_and_introspection_use_up_the_client_limit(
+    start_server: StartServer,
+) -> None:
+    server = start_server(token_requests_per_client_per_minute=4)
+    tenant, other = server.tenant(), server.tenant()
+    token = server.access_token(tenant)
+    guessed = (tenant.client_id, "a-guessed-client-secret")
+    right = (tenant.client_id, tenant.primary_secret)
+
+    guesses = [
+        post_from(server, ATTACKER, REVOKE_PATH, guessed, {"token": token}),
+        post_from(server, ELSEWHERE, INTROSPECT_PATH, guessed, {"token": token}),
+        post_from(server, "127.0.0.4", REVOKE_PATH, guessed, {"token": token}),
+    ]
+    with_the_secret = post_from(server, "127.0.0.5", INTROSPECT_PATH, right, {"token": token})
+    sign_in = grant(server, tenant, source="127.0.0.6")
+
+    assert [guess.status_code for guess in guesses] == [401, 401, 401]
+    assert with_the_secret.status_code == 429
+    assert with_the_secret.json()["limit"] == "token_requests_per_client"
+    assert "active" not in with_the_secret.json()
+    # One budget for every request that checks this client's secret.
+    assert sign_in.status_code == 429
+    assert grant(server, other).status_code == 200
+    assert server.me(token).status_code == 200
+
+
+def test_revocation_and_introspection_count_against_the_ip_limit(
+    start_server: StartServer,
+) -> None:
+    server = start_server(token_requests_per_ip_per_minute=3)
+    tenant = server.tenant()
+    token = grant(server, tenant, source=ELSEWHERE).json()["access_token"]
+    client = (tenant.client_id, tenant.primary_secret)
+
+    looked_up = [
+        post_from(server, ATTACKER, INTROSPECT_PATH, client, {"token": token}) for _ in range(3)
+    ]
+    refused = post_from(server, ATTACKER, REVOKE_PATH, client, {"token": token})
+    still_valid = server.me(token)
+    from_elsewhere = post_from(server, ELSEWHERE, REVOKE_PATH, client, {"token": token})
+
+    assert [response.json()["active"] for response in looked_up] == [True, True, True]
+    assert refused.status_code == 429
+    assert refused.json()["limit"] == "token_requests_per_ip"
+    assert still_valid.status_code == 200
+    assert from_elsewhere.status_code == 200
+    assert server.me(token).status_code == 401
+
+
+def test_invalid_refresh_tokens_use_up_the_client_limit(start_server: StartServer) -> None:
+    server = start_server(token_requests_per_client_per_minute=3)
+    tenant = server.tenant()
+    pair = grant(server, tenant).json()
+
+    invalid = [refresh_from(server, tenant, f"guess-{n}", source=ATTACKER) for n in range(2)]
+    genuine = refresh_from(server, tenant, pair["refresh_token"], source=ELSEWHERE)
+
+    assert [response.status_code for response in invalid] == [400, 400]
+    assert {response.json()["error"] for response in invalid} == {"invalid_grant"}
+    assert genuine.status_code == 429
+    assert genuine.json()["limit"] == "token_requests_per_client"
+    with server.services.database.session() as session:
+        record = find_refresh_token(session, pair["refresh_token"])
+        assert record is not None
+        assert record.used_at is None
+
+
+def test_invalid_refresh_tokens_use_up_the_ip_limit(start_server: StartServer) -> None:
+    server = start_server(token_requests_per_ip_per_minute=3)
+    tenant = server.tenant()
+    pair = grant(server, tenant, source=ELSEWHERE).json()
+
+    invalid = [refresh_from(server, tenant, f"guess-{n}", source=ATTACKER) for n in range(3)]
+    genuine_there = refresh_from(server, tenant, pair["refresh_token"], source=ATTACKER)
+    genuine_elsewhere = refresh_from(server, tenant, pair["refresh_token"], source=ELSEWHERE)
+
+    assert [response.status_code for response in invalid] == [400, 400, 400]
+    assert genuine_there.status_code == 429
+    assert genuine_there.json()["limit"] == "token_requests_per_ip"
+    # The refused refresh did not spend the refresh token.
+    assert genuine_elsewhere.status_code == 200
 
 
 def test_wrong_passwords_from_one_address_are_delayed_then_locked_for_that_address(

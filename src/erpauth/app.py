@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from erpauth import __version__, web
 from erpauth.api import benchmark, docs, health, me, sessions
 from erpauth.config import Settings
+from erpauth.http import openapi
 from erpauth.http.errors import install_error_handlers
 from erpauth.http.middleware import (
     BodyLimitMiddleware,
@@ -78,6 +79,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(benchmark.router)
     install_error_handlers(app)
     web.install(app)
+    openapi.install(app)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
     app.add_middleware(RateLimitHeadersMiddleware)

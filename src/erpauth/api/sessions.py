@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from erpauth.domain import audit
 from erpauth.domain.sessions import TokenSummary, company_operator, list_tokens, revoke_token
 from erpauth.domain.tokens import TokenContext
+from erpauth.http.openapi import BEARER_RESPONSES, json_error
 from erpauth.http.origin import origin_of
 from erpauth.oauth.bearer import bearer_token
 from erpauth.services import Services
@@ -18,6 +19,12 @@ from erpauth.services import Services
 router = APIRouter(prefix="/authentication/v1", tags=["Sessions"])
 
 PRIVATE = {"Cache-Control": "no-store"}
+
+_NO_SUCH_TOKEN = {"404": json_error("No such token among the operator's.")}
+_ADMINS_ONLY = {
+    "403": json_error("The caller is not a System Administrator."),
+    "404": json_error("No such operator in the caller's company, or no such token of theirs."),
+}
 
 
 class TokenOut(BaseModel):
@@ -49,6 +56,7 @@ class TokenListOut(BaseModel):
         "`hint` is the token's last characters; the token itself is never shown."
     ),
     response_model=TokenListOut,
+    responses=BEARER_RESPONSES,
 )
 def my_tokens(request: Request, token: TokenContext = Depends(bearer_token)) -> Response:
     return _list(request, token, token.operator_id)
@@ -59,6 +67,7 @@ def my_tokens(request: Request, token: TokenContext = Depends(bearer_token)) -> 
     summary="Revoke one of my tokens",
     description="Revokes the token, and its refresh token when it has one.",
     status_code=204,
+    responses={**BEARER_RESPONSES, **_NO_SUCH_TOKEN},
 )
 def revoke_my_token(
     jti: str, request: Request, token: TokenContext = Depends(bearer_token)
@@ -71,6 +80,7 @@ def revoke_my_token(
     summary="An operator's tokens (System Administrators)",
     description="Like `GET /tokens`, for any operator of the administrator's company.",
     response_model=TokenListOut,
+    responses={**BEARER_RESPONSES, **_ADMINS_ONLY},
 )
 def operator_tokens(
     operator_id: str, request: Request, token: TokenContext = Depends(bearer_token)
@@ -83,6 +93,7 @@ def operator_tokens(
     summary="Revoke an operator's token (System Administrators)",
     description="Like `DELETE /tokens/{jti}`, for any operator of the administrator's company.",
     status_code=204,
+    responses={**BEARER_RESPONSES, **_ADMINS_ONLY},
 )
 def revoke_operator_token(
     operator_id: str, jti: str, request: Request, token: TokenContext = Depends(bearer_token)

@@ -5,6 +5,7 @@ with a refresh token stands for the whole session it started: revoking it revoke
 refresh family too, or the client would simply refresh its way back in.
 """
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,9 @@ from erpauth.domain.refresh_tokens import (
 )
 from erpauth.domain.tokens import revoke_access_token, revoke_operator_tokens
 from erpauth.storage.models import AccessToken, Operator, RefreshToken
+
+# Token ids are URL-safe base64 (``secrets.token_urlsafe``) and fit their 64-character column.
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,9 @@ def list_tokens(session: Session, operator_id: uuid.UUID) -> list[TokenSummary]:
 
 def revoke_token(session: Session, operator_id: uuid.UUID, jti: str, reason: str) -> RevokedCounts:
     """Revokes one of the operator's tokens and its refresh family; NotFound when not theirs."""
+    # Anything else is no token id; some of it (a NUL) the database would not even compare.
+    if not _TOKEN_ID.fullmatch(jti):
+        raise NotFound("no such token")
     record = session.scalar(
         select(AccessToken).where(AccessToken.jti == jti, AccessToken.operator_id == operator_id)
     )

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from fastapi import FastAPI
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -14,7 +16,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def json_error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error response in the one JSON shape every error of this service has."""
     response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": ERROR_SCHEMA}},
@@ -31,15 +34,63 @@ RATE_LIMIT_HEADERS = {
     "RateLimit-Remaining": {"description": "Calls left in the current window.", **_SECONDS},
     "RateLimit-Reset": {"description": "Seconds until more calls are allowed.", **_SECONDS},
 }
+BASIC_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": "Present when the client tried HTTP Basic, or sent no credentials.",
+        "schema": {"type": "string"},
+    }
+}
 
 LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "429": _error("Too many requests: a limit is used up; `limit` says which.", RETRY_AFTER),
-    "503": _error("Busy or briefly unavailable; try again after Retry-After.", RETRY_AFTER),
+    "429": json_error("Too many requests: a limit is used up; `limit` says which.", RETRY_AFTER),
+    "503": json_error("Busy or briefly unavailable; try again after Retry-After.", RETRY_AFTER),
+}
+
+# The token, revocation and introspection endpoints: a form, and the API client's credentials.
+CLIENT_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "400": json_error("The request is not valid (not a UTF-8 form, a parameter missing or twice)."),
+    "401": json_error("Client authentication failed.", BASIC_CHALLENGE),
+    **LIMIT_RESPONSES,
 }
 
 BEARER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "400": _error("The Authorization header is malformed."),
-    "401": _error("The access token is missing, invalid, expired or revoked."),
-    "429": _error("The company's call limit is used up.", {**RETRY_AFTER, **RATE_LIMIT_HEADERS}),
-    "503": _error("Briefly unavailable; try again after Retry-After.", RETRY_AFTER),
+    "400": json_error("The Authorization header is malformed."),
+    "401": json_error("The access token is missing, invalid, expired or revoked."),
+    "429": json_error(
+        "The company's call limit is used up.", {**RETRY_AFTER, **RATE_LIMIT_HEADERS}
+    ),
+    "503": json_error("Briefly unavailable; try again after Retry-After.", RETRY_AFTER),
 }
+
+TOO_LARGE = json_error("The request body is larger than the service accepts.")
+
+
+def install(app: FastAPI) -> None:
+    """Serves the app's document with what its operations share but FastAPI cannot know."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """Declares 413 everywhere and removes FastAPI's 422, which this service never answers.
+
+    The body size limit applies before any routing; request validation errors are answered
+    with 400 by ``erpauth.http.errors``, and each operation that can meet one declares it.
+    """
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("413", TOO_LARGE)
+
+    # Only those 422 answers referred to these.
+    schemas = document.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return document

@@ -7,6 +7,7 @@ The client sends its ID and secret either in an HTTP Basic ``Authorization`` hea
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote_plus
@@ -15,6 +16,8 @@ from erpauth.oauth.errors import InvalidClient, InvalidRequest
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="erpauth", charset="UTF-8"'}
 MAX_CREDENTIAL_LENGTH = 512
+# RFC 6749 Appendix A.1 and A.2: a client ID and a client secret are printable ASCII.
+_VSCHARS = re.compile(r"[\x20-\x7e]*")
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,18 @@ def read_client_credentials(authorization: str | None, form: dict[str, str]) -> 
             "Basic Authorization header or in the request body",
             headers=BASIC_CHALLENGE,
         )
-    _check_length(body_id, body_secret)
+    _check_plausible(body_id, body_secret)
     return ClientCredentials(body_id, body_secret, "client_secret_post")
 
 
 def _parse_basic(authorization: str) -> tuple[str, str]:
     scheme, _, encoded = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise InvalidRequest(
-            "this endpoint accepts only HTTP Basic client authentication in the "
-            "Authorization header"
+        # RFC 6749 §5.2: an unsupported authentication method is invalid_client.
+        raise InvalidClient(
+            "this endpoint authenticates API clients only with HTTP Basic, or with client_id "
+            "and client_secret in the body",
+            headers=BASIC_CHALLENGE,
         )
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
@@ -72,10 +77,16 @@ def _parse_basic(authorization: str) -> tuple[str, str]:
         )
     # RFC 6749 §2.3.1: both parts are form-urlencoded before they are joined.
     client_id, client_secret = unquote_plus(raw_id), unquote_plus(raw_secret)
-    _check_length(client_id, client_secret)
+    _check_plausible(client_id, client_secret)
     return client_id, client_secret
 
 
-def _check_length(client_id: str, client_secret: str) -> None:
-    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH:
-        raise InvalidClient("the client credentials are not valid", headers=BASIC_CHALLENGE)
+def _check_plausible(client_id: str, client_secret: str) -> None:
+    """Refuses, without looking anything up, credentials that cannot be any client's.
+
+    Besides saving the work, this keeps characters such as NUL away from the database, which
+    would fail on them rather than find nothing.
+    """
+    for value in (client_id, client_secret):
+        if len(value) > MAX_CREDENTIAL_LENGTH or not _VSCHARS.fullmatch(value):
+            raise InvalidClient("the client credentials are not valid", headers=BASIC_CHALLENGE)

@@ -1,6 +1,7 @@
 """Strict reading of ``application/x-www-form-urlencoded`` request bodies (RFC 6749 §3.2)."""
 
 from collections import Counter
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -9,6 +10,7 @@ from erpauth.oauth.errors import InvalidRequest
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 32
+_NO_NUL = "^[^\\u0000]*$"
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -42,3 +44,20 @@ async def read_form(request: Request) -> dict[str, str]:
     if any("\x00" in name or "\x00" in value for name, value in pairs):
         raise InvalidRequest("the form holds a NUL character")
     return {name: value for name, value in pairs if value}
+
+
+def form_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """What ``read_form`` accepts, as the JSON Schema of the OpenAPI request body.
+
+    Parameters the endpoint does not know are ignored (RFC 6749 §3.1), but they too may appear
+    only once and hold no NUL.
+    """
+    text = {"type": "string", "pattern": _NO_NUL}
+    return {
+        "type": "object",
+        "required": required,
+        "properties": {name: text | field for name, field in properties.items()},
+        "additionalProperties": text,
+        "propertyNames": {"pattern": _NO_NUL},
+        "maxProperties": MAX_FIELDS,
+    }

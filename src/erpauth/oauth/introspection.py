@@ -13,6 +13,7 @@ from erpauth.domain.audit import Origin
 from erpauth.domain.refresh_tokens import is_live
 from erpauth.domain.revocation import find_token
 from erpauth.domain.tokens import InvalidToken, TokenContext
+from erpauth.http.openapi import CLIENT_AUTH_RESPONSES
 from erpauth.http.origin import origin_of
 from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import OAuthError
@@ -21,7 +22,6 @@ from erpauth.oauth.refresh_grant import standing_refusal
 from erpauth.oauth.token_endpoint import NO_STORE
 from erpauth.oauth.token_request import (
     authenticate_request_client,
-    error_responses,
     read_token_request,
     token_request_body,
 )
@@ -71,7 +71,7 @@ _INTROSPECTION_RESPONSE = {
                 "description": "Whether the token is active, and its claims when it is.",
                 "content": {"application/json": {"schema": _INTROSPECTION_RESPONSE}},
             },
-            **error_responses(),
+            **CLIENT_AUTH_RESPONSES,
         },
     },
 )
@@ -80,9 +80,13 @@ async def introspect(request: Request) -> JSONResponse:
     credentials = read_client_credentials(request.headers.get("authorization"), form)
 
     services: Services = request.app.state.services
-    body = await run_in_threadpool(
-        introspect_token, services, credentials, form, origin_of(request)
+    origin = origin_of(request)
+    # Each request checks a client secret: it counts like a token request, or it would be
+    # a free way to guess secrets.
+    await run_in_threadpool(
+        services.abuse.requests.check_token_request, origin, credentials.client_id
     )
+    body = await run_in_threadpool(introspect_token, services, credentials, form, origin)
     return JSONResponse(body, headers=NO_STORE)
 
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.revocation import find_token, revoke_found
+from erpauth.http.openapi import CLIENT_AUTH_RESPONSES
 from erpauth.http.origin import origin_of
 from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import OAuthError
@@ -17,7 +18,6 @@ from erpauth.oauth.form import read_form
 from erpauth.oauth.token_endpoint import NO_STORE
 from erpauth.oauth.token_request import (
     authenticate_request_client,
-    error_responses,
     read_token_request,
     token_request_body,
 )
@@ -39,11 +39,12 @@ router = APIRouter(tags=["Authentication"])
         "The answer is 200 whether or not the token was known, so it reveals nothing about "
         "tokens the client does not hold."
     ),
+    response_class=Response,
     openapi_extra={
         "requestBody": token_request_body("The access token or refresh token to revoke."),
         "responses": {
             "200": {"description": "The token is revoked, or was never valid."},
-            **error_responses(),
+            **CLIENT_AUTH_RESPONSES,
         },
     },
 )
@@ -52,7 +53,13 @@ async def revoke(request: Request) -> Response:
     credentials = read_client_credentials(request.headers.get("authorization"), form)
 
     services: Services = request.app.state.services
-    await run_in_threadpool(revoke_token, services, credentials, form, origin_of(request))
+    origin = origin_of(request)
+    # Each request checks a client secret: it counts like a token request, or it would be
+    # a free way to guess secrets.
+    await run_in_threadpool(
+        services.abuse.requests.check_token_request, origin, credentials.client_id
+    )
+    await run_in_threadpool(revoke_token, services, credentials, form, origin)
     return Response(status_code=200, headers=NO_STORE)
 
 

@@ -8,11 +8,11 @@ from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain.audit import Origin
 from erpauth.domain.tokens import IssuedAccessToken
-from erpauth.http.openapi import LIMIT_RESPONSES
+from erpauth.http.openapi import CLIENT_AUTH_RESPONSES, json_error
 from erpauth.http.origin import origin_of
 from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import InvalidRequest, UnsupportedGrantType
-from erpauth.oauth.form import read_form
+from erpauth.oauth.form import FORM_TYPE, form_schema, read_form
 from erpauth.oauth.password_grant import password_grant
 from erpauth.oauth.refresh_grant import refresh_token_grant
 from erpauth.services import Services
@@ -58,11 +58,6 @@ _TOKEN_RESPONSE = {
         },
     },
 }
-_ERROR_RESPONSE = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-}
 
 
 @router.post(
@@ -79,30 +74,15 @@ _ERROR_RESPONSE = {
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/x-www-form-urlencoded": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["grant_type"],
-                        "properties": _FORM_FIELDS,
-                    }
-                }
-            },
+            "content": {FORM_TYPE: {"schema": form_schema(_FORM_FIELDS, ["grant_type"])}},
         },
         "responses": {
             "200": {
                 "description": "The access token.",
                 "content": {"application/json": {"schema": _TOKEN_RESPONSE}},
             },
-            "400": {
-                "description": "The request or the grant is not valid.",
-                "content": {"application/json": {"schema": _ERROR_RESPONSE}},
-            },
-            "401": {
-                "description": "Client authentication failed.",
-                "content": {"application/json": {"schema": _ERROR_RESPONSE}},
-            },
-            **LIMIT_RESPONSES,
+            **CLIENT_AUTH_RESPONSES,
+            "400": json_error("The request or the grant is not valid."),
         },
     },
 )

@@ -12,6 +12,7 @@ from erpauth.domain.audit import Origin
 from erpauth.domain.clients import authenticate_client
 from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.errors import InvalidRequest, OAuthError
+from erpauth.oauth.form import FORM_TYPE, form_schema
 from erpauth.services import Services
 from erpauth.storage.models import ApiClient
 
@@ -56,30 +57,16 @@ def authenticate_request_client(
 def token_request_body(description: str) -> dict[str, Any]:
     """The OpenAPI request body of a revocation or introspection request."""
     fields = {
-        "token": {"type": "string", "description": description},
-        "token_type_hint": {"type": "string", "enum": list(TOKEN_TYPE_HINTS)},
+        "token": {"type": "string", "minLength": 1, "description": description},
+        "token_type_hint": {
+            "type": "string",
+            "description": "`access_token` or `refresh_token`; any other value is ignored.",
+            "examples": list(TOKEN_TYPE_HINTS),
+        },
         "client_id": {"type": "string", "description": "Only when not sent with HTTP Basic."},
         "client_secret": {"type": "string", "format": "password"},
     }
     return {
         "required": True,
-        "content": {
-            "application/x-www-form-urlencoded": {
-                "schema": {"type": "object", "required": ["token"], "properties": fields}
-            }
-        },
-    }
-
-
-def error_responses() -> dict[str, Any]:
-    """The OpenAPI description of the errors both endpoints answer with."""
-    schema = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-    }
-    content = {"application/json": {"schema": schema}}
-    return {
-        "400": {"description": "The request is not valid.", "content": content},
-        "401": {"description": "Client authentication failed.", "content": content},
+        "content": {FORM_TYPE: {"schema": form_schema(fields, ["token"])}},
     }
