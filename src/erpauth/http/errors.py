@@ -5,7 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -110,6 +110,24 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """True for errors that mean the database cannot be reached, not that a statement failed."""
+    if isinstance(exc, PoolTimeout | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    if database_unreachable(exc):
+        return await _database_unavailable(request, exc)
+    if isinstance(exc, DataError):
+        log.info("value refused by the database during %s %s", request.method, request.url.path)
+        return error_response(
+            400, "invalid_request", "the request holds a value that cannot be stored"
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error during %s %s", request.method, request.url.path)
     return error_response(500, "server_error", "something went wrong on our side; it is logged")
@@ -125,5 +143,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
-    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
