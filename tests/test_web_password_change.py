@@ -1,5 +1,11 @@
 """User Settings → General: operators change their own password."""
 
+from typing import Any
+
+import pytest
+
+import erpauth.web.user_settings
+from erpauth.domain.operators import force_password_change, get_operator
 from tests.lifecycle import audit_events, refresh, token_pair
 from tests.support import LiveServer
 from tests.web_support import SESSION_COOKIE, Browser
@@ -112,3 +118,33 @@ def test_changing_the_password_needs_a_signed_in_browser(live: LiveServer) -> No
 
     assert response.status_code == 303
     assert response.headers["location"].startswith("/signin")
+
+
+def test_a_password_forced_by_an_administrator_during_the_check_is_not_overwritten(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = live.tenant()
+    forced: list[str] = []
+    check = erpauth.web.user_settings.check_password_again
+
+    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        password_ok = check(*args, **kwargs)
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.operator.email)
+            forced.append(force_password_change(session, live.services.hasher, operator))
+        return password_ok
+
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        monkeypatch.setattr(
+            erpauth.web.user_settings, "check_password_again", administrator_acts_meanwhile
+        )
+        response = browser.post(CHANGE, change_form(tenant.operator.password))
+        after = browser.get("/home")
+
+    assert response.status_code == 409
+    assert "changed elsewhere just now" in response.text
+    assert after.status_code == 303, "the forced change signed this browser out"
+    with Browser(live) as fresh:
+        assert fresh.sign_in(tenant.operator.email, NEW).status_code == 400
+        assert fresh.sign_in(tenant.operator.email, forced[0]).status_code == 303

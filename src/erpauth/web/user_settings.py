@@ -38,6 +38,10 @@ GENERAL_TAB = "/settings/user"
 API_TAB = "/settings/user/api"
 WRONG_CREDENTIALS = "The e-mail or password is wrong."
 WRONG_CURRENT_PASSWORD = "The current password is wrong."
+CHANGED_MEANWHILE = (
+    "Your password or account was changed elsewhere just now, so nothing was saved. "
+    "Reload the page and try again."
+)
 
 
 @router.get(GENERAL_TAB)
@@ -95,6 +99,10 @@ def change_password(
 
     with services.database.session() as session:
         operator = session.get(Operator, viewer.operator_id)
+        if operator.password_hash != password_hash or not operator.is_active:
+            # Changed elsewhere while we checked the old password: that change stands.
+            error = ("current_password", CHANGED_MEANWHILE)
+            return _general_tab(request, viewer, password_error=error, status=409)
         set_password(session, services.hasher, operator, new_password)
         end_operator_sessions(session, operator.id)
         session_id = start_session(session, services.settings, operator, origin)
@@ -171,6 +179,8 @@ def make_token(
     try:
         with services.database.session() as session:
             operator = session.get(Operator, viewer.operator_id)
+            if operator.password_hash != password_hash:
+                raise DomainError(CHANGED_MEANWHILE)
             mark_reauthenticated(session, viewer.session_id)
             issued, replaced = replace_web_token(session, services.tokens, operator, origin)
             audit.record(
