@@ -26,7 +26,12 @@ router = APIRouter(include_in_schema=False)
 AUDIT = "/audit"
 PAGE_SIZE = 50
 LAST_PAGE = MAX_EVENTS // PAGE_SIZE
-MINUTE = timedelta(minutes=1)
+# What a typed time may look like: a date, or the date and time of <input type=datetime-local>.
+PERIODS = (
+    ("%Y-%m-%d", timedelta(days=1)),
+    ("%Y-%m-%dT%H:%M", timedelta(minutes=1)),
+    ("%Y-%m-%dT%H:%M:%S", timedelta(seconds=1)),
+)
 
 # What each kind of event is called on the page; a kind not named here shows as it is stored.
 KINDS = {
@@ -175,26 +180,30 @@ def _read_filters(
         if filters.operator_id not in people:
             filters.problems["operator"] = "There is no such operator in your company."
 
-    filters.since_value = _moment(filters.since)
-    if filters.since and filters.since_value is None:
+    since_period, until_period = _period(filters.since), _period(filters.until)
+    if filters.since and since_period is None:
         filters.problems["since"] = "Enter the start as a date, or a date and time."
-    to = _moment(filters.until)
-    if filters.until and to is None:
+    if filters.until and until_period is None:
         filters.problems["until"] = "Enter the end as a date, or a date and time."
-    if to is not None:
-        # "To" includes the day or minute it names.
-        filters.until_value = to + (timedelta(days=1) if "T" not in filters.until else MINUTE)
+    if since_period is not None:
+        filters.since_value = since_period[0]
+    if until_period is not None:
+        # "To" includes the day, minute or second it names; after the last day there is none.
+        start, length = until_period
+        filters.until_value = (
+            start + length if start < datetime.max.replace(tzinfo=UTC) - length else None
+        )
     if filters.since_value and filters.until_value and filters.since_value >= filters.until_value:
         filters.problems["until"] = "The end must come after the start."
     return filters
 
 
-def _moment(text: str) -> datetime | None:
-    """A date (``2025-03-01``) or a date and time (``2025-03-01T14:30``), read as UTC."""
+def _period(text: str) -> tuple[datetime, timedelta] | None:
+    """The start and length of the day, minute or second ``text`` names, read as UTC."""
     text = text.strip()
-    for layout in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+    for layout, length in PERIODS:
         try:
-            return datetime.strptime(text, layout).replace(tzinfo=UTC)
+            return datetime.strptime(text, layout).replace(tzinfo=UTC), length
         except ValueError:
             continue
     return None
