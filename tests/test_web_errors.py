@@ -1,10 +1,12 @@
 """Errors on web pages are pages, never a traceback; the API keeps answering in JSON."""
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy.exc import OperationalError
 
 import erpauth.web.user_settings
-from tests.support import LiveServer
+from tests.support import TOKEN_PATH, LiveServer
 from tests.web_support import Browser
 
 
@@ -74,3 +76,26 @@ def test_malformed_operator_id_is_a_404_page(live: LiveServer) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
     assert "There is no such operator in your company." in response.text
+
+
+def test_an_oversized_sign_in_form_is_a_413_page_while_the_api_keeps_its_json(
+    live: LiveServer,
+) -> None:
+    big = b"email=" + b"a" * live.settings.max_body_bytes
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def streamed() -> Iterator[bytes]:
+        yield from [b"a" * 4096] * (live.settings.max_body_bytes // 4096 + 2)
+
+    with live.client() as http:
+        announced = http.post("/signin", content=big, headers=form)
+        in_chunks = http.post("/signin", content=streamed(), headers=form)
+        api = http.post(TOKEN_PATH, content=big, headers=form)
+
+    for page in (announced, in_chunks):
+        assert page.status_code == 413
+        assert page.headers["content-type"].startswith("text/html")
+        assert "The form was too large to accept." in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert api.status_code == 413
+    assert api.json()["error"] == "request_too_large"

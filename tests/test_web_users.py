@@ -1,4 +1,5 @@
-"""Users: administrators list, create, activate, deactivate operators and grant API permission."""
+"""Users: administrators list, create, activate, deactivate operators, grant API permission
+and force password changes."""
 
 import threading
 
@@ -6,6 +7,7 @@ from sqlalchemy import func, select
 
 from erpauth.domain.operators import find_operator
 from erpauth.storage.models import Operator
+from tests.lifecycle import audit_events, refresh, token_pair
 from tests.support import LiveServer
 from tests.web_support import Browser, audit_kinds, live_web_tokens, new_password_on
 
@@ -178,10 +180,12 @@ def test_granted_operator_can_generate_and_revoked_operator_token_stops(
     assert ("permission.revoke", "success") in kinds
 
 
-def test_reset_password_shows_a_new_one_once_and_signs_the_operator_out(
+def test_force_password_change_shows_a_new_one_once_and_ends_tokens_and_sessions(
     live: LiveServer,
 ) -> None:
     tenant = live.tenant()
+    pair = token_pair(live, tenant)
+    admins_token = live.access_token(tenant, tenant.admin)
     with Browser(live) as admin, Browser(live) as operator:
         admin.sign_in_as(tenant.admin)
         operator.sign_in_as(tenant.operator)
@@ -192,11 +196,44 @@ def test_reset_password_shows_a_new_one_once_and_signs_the_operator_out(
     password = new_password_on(response.text)
     assert response.status_code == 200
     assert password is not None and password not in later
+    assert "Their access tokens have stopped working" in response.text
     assert signed_out.headers["location"].startswith("/signin")
+    assert live.me(pair["access_token"]).status_code == 401
+    assert refresh(live, tenant, pair["refresh_token"]).status_code == 400
+    assert live.me(admins_token).status_code == 200, "only that operator's tokens end"
     with Browser(live) as fresh:
         assert fresh.sign_in(tenant.operator.email, tenant.operator.password).status_code == 400
         assert fresh.sign_in(tenant.operator.email, password).status_code == 303
-    assert ("password.reset", "success") in audit_kinds(live, tenant.company_id)
+    [event] = audit_events(live, tenant.company_id, "password.change")
+    assert (event.actor_id, event.operator_id) == (tenant.admin.id, tenant.operator.id)
+    assert event.detail["forced"] is True
+    assert password not in str(vars(event))
+
+
+def test_admin_cannot_force_a_password_change_of_their_own_account(live: LiveServer) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        page = browser.get(USERS).text
+        response = browser.post(f"{USERS}/{tenant.admin.id}/password")
+
+    assert f"/users/{tenant.admin.id}/password" not in page
+    assert response.status_code == 400
+    assert "Change your own password in User Settings." in response.text
+    with Browser(live) as fresh:
+        fresh.sign_in_as(tenant.admin)
+
+
+def test_force_password_change_needs_the_csrf_token(live: LiveServer) -> None:
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        response = browser.post(f"{USERS}/{tenant.operator.id}/password", csrf=False)
+
+    assert response.status_code == 403
+    assert new_password_on(response.text) is None
+    assert live.me(token).status_code == 200
 
 
 def test_admin_cannot_change_an_operator_of_another_company(live: LiveServer) -> None:

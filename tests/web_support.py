@@ -1,6 +1,8 @@
 """Driving the web pages over real HTTP, as a browser without JavaScript would."""
 
+import base64
 import html
+import json
 import re
 import uuid
 from typing import Any
@@ -22,11 +24,16 @@ _NEW_PASSWORD = re.compile(r'<input id="new-password" class="mono" readonly valu
 
 
 class Browser:
-    """A cookie-keeping HTTP client that signs in through the sign-in form."""
+    """A cookie-keeping HTTP client that signs in through the sign-in form.
 
-    def __init__(self, live: LiveServer) -> None:
+    ``source`` is the loopback address it connects from (127.0.0.0/8 all reach the server),
+    which is how tests play people at different addresses.
+    """
+
+    def __init__(self, live: LiveServer, *, source: str = "127.0.0.1") -> None:
         self.live = live
-        self.http = live.client(follow_redirects=False)
+        transport = httpx.HTTPTransport(local_address=source)
+        self.http = live.client(follow_redirects=False, transport=transport)
 
     def __enter__(self) -> "Browser":
         return self
@@ -76,6 +83,12 @@ class Browser:
         token = new_token_on(response.text)
         assert token is not None, "the new token is not on the page"
         return token
+
+
+def jti_of(token: str) -> str:
+    """The token's id, read from its claims (without checking the signature)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
 
 
 def new_token_on(page: str) -> str | None:

@@ -84,6 +84,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, page_for=web.too_large_page
+    )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)
     return app

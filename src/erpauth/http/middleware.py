@@ -1,7 +1,7 @@
 """ASGI middleware: body size limit, letter-case-insensitive paths, security headers."""
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -11,13 +11,16 @@ class BodyTooLarge(Exception):
 
 
 async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
-    payload = json.dumps(body).encode()
+    await _send(send, status, json.dumps(body).encode(), b"application/json")
+
+
+async def _send(send: Send, status: int, payload: bytes, content_type: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(payload)).encode()),
                 (b"cache-control", b"no-store"),
                 (b"connection", b"close"),
@@ -28,24 +31,30 @@ async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies above a size, whether announced or streamed."""
+    """Refuses request bodies above a size, whether announced or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``page_for`` may give an HTML page for the refusal on a path (the web application's);
+    every other path gets the JSON error of the API.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        page_for: Callable[[str], bytes | None] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.page_for = page_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        too_large = {
-            "error": "request_too_large",
-            "error_description": f"the request body is larger than {self.max_bytes} bytes",
-        }
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await _send_json(send, 413, too_large)
+                await self._refuse(scope, send)
                 return
 
         received = 0
@@ -70,7 +79,18 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _send_json(send, 413, too_large)
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        page = self.page_for(scope["path"]) if self.page_for else None
+        if page is not None:
+            await _send(send, 413, page, b"text/html; charset=utf-8")
+            return
+        too_large = {
+            "error": "request_too_large",
+            "error_description": f"the request body is larger than {self.max_bytes} bytes",
+        }
+        await _send_json(send, 413, too_large)
 
 
 class CaseInsensitivePathMiddleware:

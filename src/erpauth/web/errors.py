@@ -16,16 +16,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from erpauth.abuse import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.http.middleware import BodyTooLarge
 from erpauth.web.access import CsrfRefused, SignInRequired
-from erpauth.web.render import page, redirect, sentence
-from erpauth.web.sessions import cookie_name
+from erpauth.web.defences import held_back
+from erpauth.web.render import page, redirect, render, sentence
+from erpauth.web.sessions import clear_session_cookie
 
 log = logging.getLogger("erpauth.web")
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
-PAGE_PREFIXES = ("/signin", "/signout", "/home", "/settings", "/users", "/static")
+PAGE_PREFIXES = ("/signin", "/signout", "/home", "/settings", "/users", "/audit", "/static")
 
 _MESSAGES = {
     400: "The request was incomplete or not valid.",
@@ -62,7 +65,9 @@ def _pages_get_html(api_handler: Handler) -> Handler:
 
 def error_page(request: Request, exc: Exception) -> Response:
     status, title, message = _describe(request, exc)
-    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    headers: dict[str, str] = {}
+    if isinstance(exc, HTTPException | Throttled | Saturated):
+        headers = dict(exc.headers or {})
     response = page(
         request,
         "error.html",
@@ -79,11 +84,17 @@ def error_page(request: Request, exc: Exception) -> Response:
 def _describe(request: Request, exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, CsrfRefused):
         return 403, "Request refused", str(exc.detail)
+    if isinstance(exc, HTTPException) and isinstance(exc.__cause__, BodyTooLarge):
+        # A streamed body cut off at the limit, which FastAPI reports as a form it could not read.
+        return 413, HTTPStatus(413).phrase, _MESSAGES[413]
     if isinstance(exc, HTTPException):
         phrase = HTTPStatus(exc.status_code).phrase
         default = _MESSAGES.get(exc.status_code, "The request could not be completed.")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else default
         return exc.status_code, phrase, detail
+    if isinstance(exc, Throttled | Saturated):
+        refused = held_back(exc)
+        return refused.status, HTTPStatus(refused.status).phrase, refused.message
     if isinstance(exc, RequestValidationError):
         return 400, "Bad Request", _MESSAGES[400]
     if isinstance(exc, NotFound):
@@ -112,6 +123,26 @@ def _describe(request: Request, exc: Exception) -> tuple[int, str, str]:
     )
 
 
+def too_large_page(path: str) -> bytes | None:
+    """The 413 page for a web path whose request body was too large; None for the API.
+
+    The body limit is enforced by middleware, before any session is read, so the page is the
+    signed-out one.
+    """
+    if not is_page_path(path):
+        return None
+    status = 413
+    text = render(
+        "error.html",
+        viewer=None,
+        notice=None,
+        code=status,
+        title=HTTPStatus(status).phrase,
+        message=_MESSAGES[status],
+    )
+    return text.encode()
+
+
 async def _sign_in_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)
     query = {}
@@ -121,8 +152,5 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
         query["notice"] = "session-ended"
     response = redirect("/signin" + (f"?{urlencode(query)}" if query else ""))
     if exc.session_ended:
-        settings = request.app.state.settings
-        response.delete_cookie(
-            cookie_name(settings), secure=settings.secure_cookies, httponly=True, samesite="lax"
-        )
+        clear_session_cookie(response, request.app.state.settings)
     return response

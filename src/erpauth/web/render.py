@@ -37,6 +37,12 @@ NOTICES = {
     ),
     "api-granted": "API permission granted. The operator can now make access tokens.",
     "api-revoked": "API permission revoked. The operator's access tokens stopped working.",
+    "token-revoked": "The token was revoked. It no longer works on the API.",
+    "token-gone": "That token was revoked already; nothing was changed.",
+    "password-changed": (
+        "Your password was changed. Your access tokens stopped working and your other "
+        "browsers were signed out; this one stays signed in."
+    ),
 }
 
 
@@ -75,10 +81,15 @@ def page(
     **context: Any,
 ) -> HTMLResponse:
     notice = NOTICES.get(request.query_params.get("notice", ""))
-    body = _env.get_template(template).render(
-        request=request, viewer=viewer, notice=notice, path=request.url.path, **context
+    body = render(
+        template, request=request, viewer=viewer, notice=notice, path=request.url.path, **context
     )
     return HTMLResponse(body, status_code=status, headers=NO_STORE)
+
+
+def render(template: str, **context: Any) -> str:
+    """A template as text, for the rare answer made without a request (middleware)."""
+    return _env.get_template(template).render(**context)
 
 
 def redirect(url: str) -> RedirectResponse:

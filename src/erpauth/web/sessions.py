@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from starlette.responses import Response
 
 from erpauth.config import Settings
 from erpauth.domain.audit import Origin
@@ -25,6 +26,23 @@ def cookie_name(settings: Settings) -> str:
     # The __Host- prefix makes the browser refuse the cookie unless it is Secure, host-only
     # and for path /, so a sibling subdomain cannot plant one.
     return "__Host-erpauth_session" if settings.secure_cookies else "erpauth_session"
+
+
+def set_session_cookie(response: Response, settings: Settings, session_id: str) -> None:
+    response.set_cookie(
+        cookie_name(settings),
+        session_id,
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        cookie_name(settings), secure=settings.secure_cookies, httponly=True, samesite="lax"
+    )
 
 
 def start_session(

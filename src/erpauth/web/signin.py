@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
+from erpauth.abuse import Saturated, SignInAttempt, Throttled
 from erpauth.domain import audit
 from erpauth.domain.operators import find_operator
 from erpauth.http.origin import origin_of
@@ -13,9 +14,15 @@ from erpauth.security.secrets import equal
 from erpauth.services import Services
 from erpauth.storage.models import Operator
 from erpauth.web.access import CheckedForm, SignedIn, current_viewer, services_of, session_id_of
+from erpauth.web.defences import SIGN_IN, HeldBack, before_password_check, held_back
 from erpauth.web.errors import is_page_path
 from erpauth.web.render import page, redirect
-from erpauth.web.sessions import cookie_name, end_session, start_session
+from erpauth.web.sessions import (
+    clear_session_cookie,
+    end_session,
+    set_session_cookie,
+    start_session,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,29 +58,36 @@ def signin(
     services = services_of(request)
     origin = origin_of(request)
     email = email.strip()[:254]
+    form = {"next_path": next, "email": email}
 
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
     if not nonce or not equal(form_token, _form_token(services, nonce)):
         audit.log_event("web.signin", "refused", origin, detail={"reason": "form_token"})
-        return _signin_form(request, next_path=next, email=email, error=FORM_EXPIRED, status=403)
+        return _signin_form(request, **form, error=FORM_EXPIRED, status=403)
 
     with services.database.session() as session:
         operator = find_operator(session, email) if email else None
         operator_id = operator.id if operator else None
+        company_id = operator.company_id if operator else None
         password_hash = operator.password_hash if operator else None
 
-    # The slow part, outside any transaction; an unknown e-mail costs the same time.
-    password_ok = services.hasher.verify(password_hash, password)
+    # An unknown e-mail is counted, delayed and locked like a known one.
+    attempt = SignInAttempt(
+        email, origin, channel=SIGN_IN, company_id=company_id, operator_id=operator_id
+    )
+    try:
+        before_password_check(services, attempt)
+        # The slow part, outside any transaction; an unknown e-mail costs the same time.
+        password_ok = services.abuse.sign_in.verify(attempt, password_hash, password)
+    except (Throttled, Saturated) as exc:
+        return _held_back_form(request, held_back(exc), **form)
 
     with services.database.session() as session:
         operator = session.get(Operator, operator_id) if operator_id else None
         if operator is not None and operator.password_hash != password_hash:
             password_ok = False  # the password changed while we were checking the old one
         error = _refusal(operator, password_ok)
-        ids = {
-            "operator_id": operator_id,
-            "company_id": operator.company_id if operator else None,
-        }
+        ids = {"operator_id": operator_id, "company_id": company_id}
         if error is not None:
             audit.record(session, "web.signin", "refused", origin, reason=error[0], **ids)
             session_id = None
@@ -86,20 +100,18 @@ def signin(
             )
             audit.record(session, "web.signin", "success", origin, **ids)
 
+    try:
+        services.abuse.sign_in.record(attempt, password_ok)
+    except Throttled as exc:
+        # This wrong password was one too many: say so now rather than at the next try.
+        return _held_back_form(request, held_back(exc), **form)
+
     if session_id is None:
         assert error is not None
-        return _signin_form(request, next_path=next, email=email, error=error[1], status=400)
+        return _signin_form(request, **form, error=error[1], status=400)
 
     response = redirect(safe_next(next) or "/home")
-    settings = services.settings
-    response.set_cookie(
-        cookie_name(settings),
-        session_id,
-        httponly=True,
-        secure=settings.secure_cookies,
-        samesite="lax",
-        path="/",
-    )
+    set_session_cookie(response, services.settings, session_id)
     response.delete_cookie(SIGNIN_COOKIE, path="/signin")
     return response
 
@@ -119,10 +131,7 @@ def signout(request: Request, viewer: CheckedForm) -> Response:
         )
 
     response = redirect("/signin?notice=signed-out")
-    settings = services.settings
-    response.delete_cookie(
-        cookie_name(settings), secure=settings.secure_cookies, httponly=True, samesite="lax"
-    )
+    clear_session_cookie(response, services.settings)
     return response
 
 
@@ -180,6 +189,14 @@ def _signin_form(
         samesite="lax",
         path="/signin",
     )
+    return response
+
+
+def _held_back_form(request: Request, refused: HeldBack, *, next_path: str, email: str) -> Response:
+    response = _signin_form(
+        request, next_path=next_path, email=email, error=refused.message, status=refused.status
+    )
+    response.headers.update(refused.headers)
     return response
 
 

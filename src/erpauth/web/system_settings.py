@@ -4,14 +4,17 @@ from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
+from erpauth.abuse import Saturated, Throttled
 from erpauth.domain import audit
 from erpauth.domain.clients import SecretSlot, regenerate_secret, reveal_secret
 from erpauth.domain.companies import check_token_policy, set_token_policy
 from erpauth.domain.errors import DomainError, NotFound
 from erpauth.http.origin import origin_of
-from erpauth.storage.models import Company, Operator
+from erpauth.storage.models import ApiClient, Company, Operator
 from erpauth.web.access import AdminForm, SystemAdmin, Viewer, services_of
+from erpauth.web.defences import check_password_again, held_back
 from erpauth.web.render import page, redirect, sentence
 from erpauth.web.sessions import mark_reauthenticated
 
@@ -93,26 +96,29 @@ def show_secret(
 
     with services.database.session() as session:
         password_hash = session.get(Operator, viewer.operator_id).password_hash
-    password_ok = services.hasher.verify(password_hash, password)
+
+    def refused() -> None:
+        with services.database.session() as session:
+            _record_show(session, request, viewer, checked, "refused")
+
+    try:
+        password_ok = check_password_again(
+            services, viewer, origin, password_hash, password, on_wrong=refused
+        )
+    except (Throttled, Saturated) as exc:
+        refused = held_back(exc)
+        response = _api_tab(
+            request, viewer, show_error=(checked, refused.message), status=refused.status
+        )
+        response.headers.update(refused.headers)
+        return response
+    if not password_ok:
+        return _api_tab(request, viewer, show_error=(checked, WRONG_PASSWORD), status=400)
 
     with services.database.session() as session:
-        client = session.get(Company, viewer.company_id).api_client
-        audit.record(
-            session,
-            "secret.show",
-            "success" if password_ok else "refused",
-            origin,
-            company_id=viewer.company_id,
-            actor_id=viewer.operator_id,
-            client_id=client.client_id,
-            slot=checked,
-        )
-        if password_ok:
-            mark_reauthenticated(session, viewer.session_id)
-        secret = reveal_secret(services.box, client, checked) if password_ok else None
-
-    if secret is None:
-        return _api_tab(request, viewer, show_error=(checked, WRONG_PASSWORD), status=400)
+        client = _record_show(session, request, viewer, checked, "success")
+        mark_reauthenticated(session, viewer.session_id)
+        secret = reveal_secret(services.box, client, checked)
     return _api_tab(request, viewer, revealed={checked: secret})
 
 
@@ -134,6 +140,23 @@ def regenerate(request: Request, viewer: AdminForm, slot: str) -> Response:
             slot=checked,
         )
     return redirect(f"{API_TAB}?notice={checked}-regenerated")
+
+
+def _record_show(
+    session: Session, request: Request, viewer: Viewer, slot: SecretSlot, outcome: str
+) -> ApiClient:
+    client = session.get(Company, viewer.company_id).api_client
+    audit.record(
+        session,
+        "secret.show",
+        outcome,
+        origin_of(request),
+        company_id=viewer.company_id,
+        actor_id=viewer.operator_id,
+        client_id=client.client_id,
+        slot=slot,
+    )
+    return client
 
 
 def _api_tab(

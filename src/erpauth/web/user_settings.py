@@ -1,4 +1,5 @@
-"""User Settings: the operator's own details, and the API tab where they make access tokens."""
+"""User Settings: the operator's own details and password, and the API tab where they make
+access tokens."""
 
 from datetime import UTC, datetime
 from typing import Annotated
@@ -6,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
+from erpauth.abuse import Saturated, Throttled
 from erpauth.domain import audit
 from erpauth.domain.errors import DomainError
-from erpauth.domain.operators import email_key
+from erpauth.domain.operators import email_key, set_password
 from erpauth.domain.tokens import IssuedAccessToken
 from erpauth.domain.web_tokens import (
     WEB_SOURCE,
@@ -18,20 +20,106 @@ from erpauth.domain.web_tokens import (
     replace_web_token,
 )
 from erpauth.http.origin import origin_of
+from erpauth.security.passwords import MIN_PASSWORD_LENGTH, password_problem
 from erpauth.storage.models import Operator
 from erpauth.web.access import CheckedForm, SignedIn, Viewer, services_of
-from erpauth.web.render import page, redirect
-from erpauth.web.sessions import mark_reauthenticated
+from erpauth.web.defences import check_password_again, held_back
+from erpauth.web.render import page, redirect, sentence
+from erpauth.web.sessions import (
+    end_operator_sessions,
+    mark_reauthenticated,
+    set_session_cookie,
+    start_session,
+)
 
 router = APIRouter(include_in_schema=False)
 
+GENERAL_TAB = "/settings/user"
 API_TAB = "/settings/user/api"
 WRONG_CREDENTIALS = "The e-mail or password is wrong."
+WRONG_CURRENT_PASSWORD = "The current password is wrong."
+CHANGED_MEANWHILE = (
+    "Your password or account was changed elsewhere just now, so nothing was saved. "
+    "Reload the page and try again."
+)
 
 
-@router.get("/settings/user")
+@router.get(GENERAL_TAB)
 def general_tab(request: Request, viewer: SignedIn) -> Response:
-    return page(request, "user_general.html", viewer=viewer, active="user-settings", tab="general")
+    return _general_tab(request, viewer)
+
+
+@router.post(GENERAL_TAB + "/password")
+def change_password(
+    request: Request,
+    viewer: CheckedForm,
+    current_password: Annotated[str, Form()] = "",
+    new_password: Annotated[str, Form()] = "",
+    confirm_password: Annotated[str, Form()] = "",
+) -> Response:
+    """The operator's own new password; it ends their tokens and their other browsers' sessions.
+
+    The browser that changed it stays signed in, under a new session id.
+    """
+    services = services_of(request)
+    origin = origin_of(request)
+    problem = _new_password_problem(new_password, confirm_password)
+    if problem is not None:
+        return _general_tab(request, viewer, password_error=problem, status=400)
+
+    with services.database.session() as session:
+        password_hash = session.get(Operator, viewer.operator_id).password_hash
+
+    def audit_refusal() -> None:
+        with services.database.session() as session:
+            audit.record(
+                session,
+                "password.change",
+                "refused",
+                origin,
+                company_id=viewer.company_id,
+                actor_id=viewer.operator_id,
+                operator_id=viewer.operator_id,
+                reason="wrong_current_password",
+            )
+
+    try:
+        password_ok = check_password_again(
+            services, viewer, origin, password_hash, current_password, on_wrong=audit_refusal
+        )
+    except (Throttled, Saturated) as exc:
+        refused = held_back(exc)
+        error = ("current_password", refused.message)
+        response = _general_tab(request, viewer, password_error=error, status=refused.status)
+        response.headers.update(refused.headers)
+        return response
+    if not password_ok:
+        error = ("current_password", WRONG_CURRENT_PASSWORD)
+        return _general_tab(request, viewer, password_error=error, status=400)
+
+    with services.database.session() as session:
+        operator = session.get(Operator, viewer.operator_id)
+        if operator.password_hash != password_hash or not operator.is_active:
+            # Changed elsewhere while we checked the old password: that change stands.
+            error = ("current_password", CHANGED_MEANWHILE)
+            return _general_tab(request, viewer, password_error=error, status=409)
+        set_password(session, services.hasher, operator, new_password)
+        end_operator_sessions(session, operator.id)
+        session_id = start_session(session, services.settings, operator, origin)
+        audit.record(
+            session,
+            "password.change",
+            "success",
+            origin,
+            company_id=viewer.company_id,
+            actor_id=viewer.operator_id,
+            operator_id=viewer.operator_id,
+            via="web",
+        )
+
+    response = redirect(GENERAL_TAB + "?notice=password-changed")
+    set_session_cookie(response, services.settings, session_id)
+    return response
 
 
 @router.get(API_TAB)
@@ -54,9 +142,8 @@ def make_token(
         password_hash = session.get(Operator, viewer.operator_id).password_hash
     # Another person's e-mail with their own password must not pass: check against nothing.
     same_operator = email_key(email) == email_key(viewer.email)
-    password_ok = services.hasher.verify(password_hash if same_operator else None, password)
 
-    if not password_ok:
+    def audit_refusal() -> None:
         with services.database.session() as session:
             audit.record(
                 session,
@@ -67,6 +154,24 @@ def make_token(
                 operator_id=viewer.operator_id,
                 purpose="access_token",
             )
+
+    try:
+        password_ok = check_password_again(
+            services,
+            viewer,
+            origin,
+            password_hash if same_operator else None,
+            password,
+            on_wrong=audit_refusal,
+        )
+    except (Throttled, Saturated) as exc:
+        refused = held_back(exc)
+        response = _api_tab(
+            request, viewer, reauth_error=refused.message, reauth_email=email, status=refused.status
+        )
+        response.headers.update(refused.headers)
+        return response
+    if not password_ok:
         return _api_tab(
             request, viewer, reauth_error=WRONG_CREDENTIALS, reauth_email=email, status=400
         )
@@ -74,6 +179,8 @@ def make_token(
     try:
         with services.database.session() as session:
             operator = session.get(Operator, viewer.operator_id)
+            if operator.password_hash != password_hash:
+                raise DomainError(CHANGED_MEANWHILE)
             mark_reauthenticated(session, viewer.session_id)
             issued, replaced = replace_web_token(session, services.tokens, operator, origin)
             audit.record(
@@ -113,6 +220,35 @@ def delete_token(request: Request, viewer: CheckedForm) -> Response:
                 count=revoked,
             )
     return redirect(API_TAB + ("?notice=token-deleted" if revoked else ""))
+
+
+def _general_tab(
+    request: Request,
+    viewer: Viewer,
+    *,
+    password_error: tuple[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    return page(
+        request,
+        "user_general.html",
+        viewer=viewer,
+        status=status,
+        active="user-settings",
+        tab="general",
+        password_error=password_error,
+        min_password_length=MIN_PASSWORD_LENGTH,
+    )
+
+
+def _new_password_problem(new_password: str, confirm_password: str) -> tuple[str, str] | None:
+    """The field at fault and what is wrong with it, or None when the new password will do."""
+    problem = password_problem(new_password)
+    if problem is not None:
+        return "new_password", sentence(problem)
+    if new_password != confirm_password:
+        return "confirm_password", "The new password and its confirmation are not the same."
+    return None
 
 
 def _api_tab(

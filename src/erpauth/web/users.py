@@ -1,6 +1,5 @@
 """Users: the company's operators, who may sign in and who may use the API (administrators)."""
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -9,15 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from erpauth.domain import audit
+from erpauth.domain import audit, operators
 from erpauth.domain.errors import DomainError, NotFound
-from erpauth.domain.operators import (
-    create_operator,
-    find_operator,
-    set_active,
-    set_api_permission,
-    set_password,
-)
+from erpauth.domain.operators import create_operator, find_operator, set_active, set_api_permission
+from erpauth.domain.sessions import company_operator, list_tokens
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import new_password
 from erpauth.storage.models import Company, Operator
@@ -115,19 +109,28 @@ def change_api_permission(
 
 
 @router.post(USERS + "/{operator_id}/password")
-def reset_password(request: Request, viewer: AdminForm, operator_id: str) -> Response:
-    """Gives the operator a generated password, shown once, and signs them out everywhere."""
+def force_password_change(request: Request, viewer: AdminForm, operator_id: str) -> Response:
+    """Gives the operator a generated password, shown once; their tokens and sessions end."""
     services = services_of(request)
-    password = new_password()
     with services.database.session() as session:
         operator = _operator_of_company(session, viewer, operator_id)
         if operator.id == viewer.operator_id:
-            raise DomainError("you cannot reset your own password here")
-        set_password(session, services.hasher, operator, password)
-        end_operator_sessions(session, operator.id)
-        _record_change(session, request, viewer, operator, "password.reset")
+            raise DomainError("change your own password in User Settings")
+        password = operators.force_password_change(session, services.hasher, operator)
+        audit.record(
+            session,
+            "password.change",
+            "success",
+            origin_of(request),
+            company_id=viewer.company_id,
+            actor_id=viewer.operator_id,
+            operator_id=operator.id,
+            forced=True,
+            via="web",
+        )
         email = operator.email
-    return _users_page(request, viewer, password_for={"email": email, "password": password})
+    forced = {"email": email, "password": password, "forced": True}
+    return _users_page(request, viewer, password_for=forced)
 
 
 def _create_unless_exists(
@@ -164,7 +167,7 @@ def _users_page(
     request: Request,
     viewer: Viewer,
     *,
-    password_for: dict[str, str] | None = None,
+    password_for: dict[str, Any] | None = None,
     exists: str | None = None,
     create_form: dict[str, Any] | None = None,
     create_error: str | None = None,
@@ -177,6 +180,10 @@ def _users_page(
             .where(Operator.company_id == viewer.company_id)
             .order_by(Operator.display_name, Operator.email_key)
         ).all()
+        # Counted as the Tokens page lists them, so the two always agree.
+        token_counts = {
+            operator.id: len(list_tokens(session, operator.id)) for operator in operators
+        }
     return page(
         request,
         "users.html",
@@ -184,6 +191,7 @@ def _users_page(
         status=status,
         active="users",
         operators=operators,
+        token_counts=token_counts,
         password_for=password_for,
         exists=exists,
         create_form=create_form or {},
@@ -194,13 +202,9 @@ def _users_page(
 def _operator_of_company(session: Session, viewer: Viewer, operator_id: str) -> Operator:
     """The operator, if they belong to the administrator's company; others do not exist here."""
     try:
-        wanted = uuid.UUID(operator_id)
-    except ValueError:
-        wanted = None
-    operator = session.get(Operator, wanted) if wanted else None
-    if operator is None or operator.company_id != viewer.company_id:
-        raise NotFound("there is no such operator in your company")
-    return operator
+        return company_operator(session, viewer.company_id, operator_id)
+    except NotFound as exc:
+        raise NotFound("there is no such operator in your company") from exc
 
 
 def _on_off(value: str) -> bool:
