@@ -222,3 +222,14 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     finally:
         server.stop()
         services.close()
+
+
+def inside_one_window(seconds: int = 60, margin: float = 5.0) -> None:
+    """Waits, if need be, until the next ``margin`` seconds fall inside one counting window.
+
+    The request limits count in windows aligned to the clock; a test that expects a limit to
+    bite after so many requests must not straddle a window's edge, where the count eases.
+    """
+    left = seconds - time.time() % seconds
+    if left < margin:
+        time.sleep(left + 0.05)

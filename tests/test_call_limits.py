@@ -13,7 +13,12 @@ from sqlalchemy import select
 
 from erpauth.storage.models import AuditEvent
 from tests.conftest import StartServer
-from tests.support import LiveServer
+from tests.support import LiveServer, inside_one_window
+
+
+@pytest.fixture(autouse=True)
+def _clear_of_a_window_edge() -> None:
+    inside_one_window()
 
 
 def me(server: LiveServer, token: str) -> httpx.Response:

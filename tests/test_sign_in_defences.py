@@ -16,7 +16,13 @@ from erpauth.domain.refresh_tokens import find_refresh_token
 from erpauth.storage.models import AuditEvent
 from tests.conftest import StartServer
 from tests.lifecycle import INTROSPECT_PATH, REVOKE_PATH
-from tests.support import TOKEN_PATH, LiveServer, Tenant
+from tests.support import TOKEN_PATH, LiveServer, Tenant, inside_one_window
+
+
+@pytest.fixture(autouse=True)
+def _clear_of_a_window_edge() -> None:
+    inside_one_window()
+
 
 ATTACKER = "127.0.0.2"
 ELSEWHERE = "127.0.0.3"

@@ -7,12 +7,19 @@ import re
 import time
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from erpauth.storage.models import AuditEvent
 from tests.conftest import StartServer
-from tests.support import LiveServer, Tenant
+from tests.support import LiveServer, Tenant, inside_one_window
 from tests.web_support import SESSION_COOKIE, Browser
+
+
+@pytest.fixture(autouse=True)
+def _clear_of_a_window_edge() -> None:
+    inside_one_window()
+
 
 ATTACKER = "127.0.0.2"
 ELSEWHERE = "127.0.0.3"
