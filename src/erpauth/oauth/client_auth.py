@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote_plus
 
-from erpauth.oauth.errors import InvalidClient, InvalidRequest
+from sqlalchemy.orm import Session
+
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
+from erpauth.domain.clients import authenticate_client
+from erpauth.oauth.errors import InvalidClient, InvalidRequest, OAuthError
+from erpauth.services import Services
+from erpauth.storage.models import ApiClient
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="erpauth", charset="UTF-8"'}
 MAX_CREDENTIAL_LENGTH = 512
@@ -90,3 +97,23 @@ def _check_plausible(client_id: str, client_secret: str) -> None:
     for value in (client_id, client_secret):
         if len(value) > MAX_CREDENTIAL_LENGTH or not _VSCHARS.fullmatch(value):
             raise InvalidClient("the client credentials are not valid", headers=BASIC_CHALLENGE)
+
+
+def authenticate_request_client(
+    session: Session, services: Services, credentials: ClientCredentials, kind: str, origin: Origin
+) -> ApiClient | OAuthError:
+    """The authenticated client, or the invalid_client error (recorded) to answer with."""
+    client = authenticate_client(
+        session, services.box, credentials.client_id, credentials.client_secret
+    )
+    if client is not None:
+        return client
+    audit.record(
+        session,
+        kind,
+        "refused",
+        origin,
+        reason="invalid_client",
+        attempted_client_id=credentials.client_id[:64],
+    )
+    return credentials.refusal("the client ID or client secret is wrong")

@@ -15,16 +15,16 @@ from erpauth.domain.revocation import find_token
 from erpauth.domain.tokens import InvalidToken, TokenContext
 from erpauth.http.openapi import CLIENT_AUTH_RESPONSES
 from erpauth.http.origin import origin_of
-from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
+from erpauth.oauth.client_auth import (
+    ClientCredentials,
+    authenticate_request_client,
+    read_client_credentials,
+)
 from erpauth.oauth.errors import OAuthError
 from erpauth.oauth.form import read_form
 from erpauth.oauth.refresh_grant import standing_refusal
 from erpauth.oauth.token_endpoint import NO_STORE
-from erpauth.oauth.token_request import (
-    authenticate_request_client,
-    read_token_request,
-    token_request_body,
-)
+from erpauth.oauth.token_request import read_token_request, token_request_body
 from erpauth.services import Services
 from erpauth.storage.models import ApiClient, Company, Operator, RefreshToken
 

@@ -9,11 +9,10 @@ from sqlalchemy.orm import Session
 from erpauth.abuse import SignInAttempt
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.clients import authenticate_client
 from erpauth.domain.operators import find_operator
 from erpauth.domain.refresh_tokens import issue_token_pair, new_family_id
 from erpauth.domain.tokens import IssuedAccessToken
-from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.client_auth import ClientCredentials, authenticate_request_client
 from erpauth.oauth.errors import InvalidGrant, InvalidRequest, OAuthError
 from erpauth.oauth.scope import parse_scope
 from erpauth.services import Services
@@ -78,19 +77,9 @@ def _find_candidate(
     username: str,
     origin: Origin,
 ) -> _Candidate | OAuthError:
-    client = authenticate_client(
-        session, services.box, credentials.client_id, credentials.client_secret
-    )
-    if client is None:
-        audit.record(
-            session,
-            "token.issue",
-            "refused",
-            origin,
-            reason="invalid_client",
-            attempted_client_id=credentials.client_id[:64],
-        )
-        return credentials.refusal("the client ID or client secret is wrong")
+    client = authenticate_request_client(session, services, credentials, "token.issue", origin)
+    if isinstance(client, OAuthError):
+        return client
 
     company = client.company
     if not company.api_enabled:

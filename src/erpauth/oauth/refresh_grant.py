@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.clients import authenticate_client
 from erpauth.domain.refresh_tokens import (
     claim,
     find_refresh_token,
@@ -15,7 +14,7 @@ from erpauth.domain.refresh_tokens import (
     revoke_family,
 )
 from erpauth.domain.tokens import IssuedAccessToken
-from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.client_auth import ClientCredentials, authenticate_request_client
 from erpauth.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, OAuthError
 from erpauth.oauth.password_grant import DEACTIVATED, LICENSE_CLOSED, NO_PERMISSION
 from erpauth.oauth.scope import parse_scope
@@ -57,19 +56,9 @@ def _refresh(
     requested_scope: str | None,
     origin: Origin,
 ) -> IssuedAccessToken | OAuthError:
-    client = authenticate_client(
-        session, services.box, credentials.client_id, credentials.client_secret
-    )
-    if client is None:
-        audit.record(
-            session,
-            "token.refresh",
-            "refused",
-            origin,
-            reason="invalid_client",
-            attempted_client_id=credentials.client_id[:64],
-        )
-        return credentials.refusal("the client ID or client secret is wrong")
+    client = authenticate_request_client(session, services, credentials, "token.refresh", origin)
+    if isinstance(client, OAuthError):
+        return client
 
     record = None
     if len(presented) <= MAX_REFRESH_TOKEN_LENGTH:

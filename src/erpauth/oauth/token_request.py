@@ -5,16 +5,8 @@ about one token, carried in ``token`` and ``token_type_hint`` (RFC 7009 §2.1, R
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from erpauth.domain import audit
-from erpauth.domain.audit import Origin
-from erpauth.domain.clients import authenticate_client
-from erpauth.oauth.client_auth import ClientCredentials
-from erpauth.oauth.errors import InvalidRequest, OAuthError
+from erpauth.oauth.errors import InvalidRequest
 from erpauth.oauth.form import FORM_TYPE, form_schema
-from erpauth.services import Services
-from erpauth.storage.models import ApiClient
 
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 
@@ -32,26 +24,6 @@ def read_token_request(form: dict[str, str]) -> TokenRequest:
         raise InvalidRequest("the token parameter is missing")
     hint = form.get("token_type_hint")
     return TokenRequest(token, hint if hint in TOKEN_TYPE_HINTS else None)
-
-
-def authenticate_request_client(
-    session: Session, services: Services, credentials: ClientCredentials, kind: str, origin: Origin
-) -> ApiClient | OAuthError:
-    """The authenticated client, or the invalid_client error (recorded) to answer with."""
-    client = authenticate_client(
-        session, services.box, credentials.client_id, credentials.client_secret
-    )
-    if client is not None:
-        return client
-    audit.record(
-        session,
-        kind,
-        "refused",
-        origin,
-        reason="invalid_client",
-        attempted_client_id=credentials.client_id[:64],
-    )
-    return credentials.refusal("the client ID or client secret is wrong")
 
 
 def token_request_body(description: str) -> dict[str, Any]:
