@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from erpauth.security.secrets import SecretBox, equal, new_client_secret
 from erpauth.storage.models import ApiClient
@@ -19,7 +19,13 @@ def authenticate_client(
     session: Session, box: SecretBox, client_id: str, client_secret: str
 ) -> ApiClient | None:
     """The client when the secret matches either of its two secrets, else None."""
-    client = session.scalar(select(ApiClient).where(ApiClient.client_id == client_id[:36]).limit(1))
+    # The company comes in the same query: every caller goes on to check its license.
+    client = session.scalar(
+        select(ApiClient)
+        .options(joinedload(ApiClient.company))
+        .where(ApiClient.client_id == client_id[:36])
+        .limit(1)
+    )
     if client is None:
         equal(client_secret, _NO_SECRET)
         equal(client_secret, _NO_SECRET)
