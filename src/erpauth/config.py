@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     refresh_token_ttl_hours: int = Field(24 * 30, ge=1)
     session_ttl_minutes: int = Field(8 * 60, ge=1)
     session_idle_minutes: int = Field(60, ge=1)
-    reauth_window_seconds: int = Field(300, ge=30)
     redis_url: str | None = None
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = "INFO"
