@@ -198,6 +198,18 @@ def test_a_malformed_secret_key_is_named_without_its_value(tmp_path: Path) -> No
     assert "not-a-fernet-key-but-secret" not in result["error"]
 
 
+def test_an_unknown_log_level_is_a_clear_cli_error(tmp_path: Path) -> None:
+    result = erpauth(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "init",
+        check=False,
+        env={"ERPAUTH_LOG_LEVEL": "verbose"},
+    )
+
+    assert "ERPAUTH_LOG_LEVEL" in result["error"]
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(data_dir: Path, database_url: str) -> None:
     code = "PIPE" + os.urandom(3).hex()
     erpauth(data_dir, database_url, "company-create", "--name", "Pipe", "--code", code)

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(60, ge=1)
     redis_url: str | None = None
     log_format: str = Field("text", pattern="^(text|json)$")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
     db_pool_size: int = Field(10, ge=1)
     benchmark_routes: bool = Field(
         False, description="Serve /benchmark/open and /benchmark/protected (for bench/run.py)."
