@@ -12,8 +12,18 @@ import pytest
 from tests.support import ME_PATH, TOKEN_PATH, live_server, make_settings, postgres_database
 
 
-def erpauth(data_dir: Path, database_url: str, *args: str, check: bool = True) -> dict:
-    env = os.environ | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+def erpauth(
+    data_dir: Path,
+    database_url: str,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> dict:
+    env = os.environ | {
+        "ERPAUTH_DATA_DIR": str(data_dir),
+        "ERPAUTH_DATABASE_URL": database_url,
+        **(env or {}),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "erpauth.cli", *args, "--json"],
         env=env,
@@ -162,6 +172,61 @@ def test_unreachable_database_is_a_clear_cli_error(tmp_path: Path) -> None:
     )
 
     assert "cannot reach the database" in result["error"]
+
+
+def test_a_database_url_without_a_usable_driver_is_named_without_its_password(
+    tmp_path: Path,
+) -> None:
+    result = erpauth(tmp_path, "postgres://ann:hunter2@127.0.0.1:5432/erpauth", "init", check=False)
+
+    assert "ERPAUTH_DATABASE_URL" in result["error"]
+    assert "postgresql+psycopg://" in result["error"]
+    assert "hunter2" not in result["error"]
+
+
+def test_a_malformed_secret_key_is_named_without_its_value(tmp_path: Path) -> None:
+    result = erpauth(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "init",
+        check=False,
+        env={"ERPAUTH_SECRET_KEY": "not-a-fernet-key-but-secret"},
+    )
+
+    assert "ERPAUTH_SECRET_KEY" in result["error"]
+    assert "Fernet" in result["error"]
+    assert "not-a-fernet-key-but-secret" not in result["error"]
+
+
+def test_an_unknown_log_level_is_a_clear_cli_error(tmp_path: Path) -> None:
+    result = erpauth(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "init",
+        check=False,
+        env={"ERPAUTH_LOG_LEVEL": "verbose"},
+    )
+
+    assert "ERPAUTH_LOG_LEVEL" in result["error"]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(data_dir: Path, database_url: str) -> None:
+    code = "PIPE" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "Pipe", "--code", code)
+    env = os.environ | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+    export = subprocess.Popen(  # like `erpauth audit-export | head -0`
+        [sys.executable, "-m", "erpauth.cli", "audit-export"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    export.stdout.close()
+    _, errors = export.communicate(timeout=120)
+
+    assert export.returncode == 0
+    assert "Traceback" not in errors
+    assert "BrokenPipeError" not in errors
 
 
 def test_a_different_server_key_is_a_clear_cli_error(

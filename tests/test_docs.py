@@ -1,7 +1,9 @@
 """Swagger UI and the OpenAPI document: served locally, with an OAuth2 password flow."""
 
 import re
+from pathlib import Path
 
+from erpauth.config import Settings
 from tests.support import TOKEN_PATH, LiveServer
 
 
@@ -43,3 +45,24 @@ def test_health_checks_need_no_token(live: LiveServer) -> None:
     with live.client() as http:
         assert http.get("/health/live").json() == {"status": "ok"}
         assert http.get("/health/ready").json()["database"] == "ok"
+
+
+def documented_settings() -> set[str]:
+    """Names the README and docs/ give as settings: ERPAUTH_X anywhere, or `X` in a table row."""
+    root = Path(__file__).resolve().parent.parent
+    names: set[str] = set()
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = page.read_text()
+        names |= set(re.findall(r"ERPAUTH_([A-Z0-9_]*[A-Z0-9])\b", text))
+        names |= set(re.findall(r"^\| `(?:ERPAUTH_)?([A-Z][A-Z0-9_]+)`", text, flags=re.MULTILINE))
+    return {name for name in names if not name.startswith("TEST_")}
+
+
+def test_every_setting_is_documented_and_every_documented_setting_exists() -> None:
+    settings = {name.upper() for name in Settings.model_fields}
+    documented = documented_settings()
+
+    undocumented = settings - documented
+    assert not undocumented, f"settings missing from README.md and docs/: {sorted(undocumented)}"
+    unknown = documented - settings
+    assert not unknown, f"README.md or docs/ name settings that do not exist: {sorted(unknown)}"

@@ -1,4 +1,4 @@
-"""The ``erpauth`` command: set up the database, run the service, manage companies and operators."""
+"""The erpauth command: set up the database, run the service, manage companies and operators."""
 
 import argparse
 import dataclasses
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from erpauth.config import Settings
@@ -45,30 +46,50 @@ Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(args, _settings_problem(exc))
     configure_logging(settings)
 
+    try:
+        code = _run(args, settings)
+        sys.stdout.flush()  # inside the try: a reader that went away is met here
+        return code
+    except (DomainError, UndecryptableSecret) as exc:
+        return _fail(args, str(exc))
+    except OperationalError as exc:
+        return _fail(args, f"cannot reach the database: {exc.orig}")
+    except BrokenPipeError:
+        # The reader went away (`erpauth audit-export | head`); nothing is left to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return _serve(args, settings)
     if args.command == "demo":
         return _demo(args, settings)
 
-    try:
-        services = build_services(settings, migrate=True)
-    except OperationalError as exc:
-        return _fail(args, f"cannot reach the database: {exc.orig}")
+    services = build_services(settings, migrate=True)
     try:
         result = args.handler(args, services)
-    except (DomainError, UndecryptableSecret) as exc:
-        return _fail(args, str(exc))
-    except OperationalError as exc:
-        return _fail(args, f"cannot reach the database: {exc.orig}")
     finally:
         services.close()
 
     if result is not None:
         _print(args, result)
     return 0
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    # Name the variable and the rule, never the value: it may be a key.
+    problems = [
+        f"ERPAUTH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        for error in exc.errors()
+    ]
+    return "invalid configuration: " + "; ".join(problems)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print one JSON object")
         return sub
 
-    init = command("init", _init, "create or migrate the database (and the demo data)")
+    init = command("init", _init, "create or migrate the database (--demo: and the demo data)")
     init.add_argument("--demo", action="store_true", help="also create the demo company")
 
     serve = command("serve", None, "run the service")
@@ -453,18 +474,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # The issuer and the links we print should name the address actually served.
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["ERPAUTH_PUBLIC_URL"] = f"http://{host}:{args.port}"
+    services = build_services(settings, migrate=True)
     try:
-        services = build_services(settings, migrate=True)
-        try:
-            services.keys.reload()  # fail here, readably, rather than in every worker
-        finally:
-            services.close()
-    except OperationalError as exc:
-        print(f"erpauth: cannot reach the database: {exc.orig}", file=sys.stderr)
-        return 1
-    except UndecryptableSecret as exc:
-        print(f"erpauth: {exc}", file=sys.stderr)
-        return 1
+        services.keys.reload()  # fail here, readably, rather than in every worker
+    finally:
+        services.close()
     print(
         f"erpauth: serving on http://{args.host}:{args.port} (Swagger UI at /docs)", file=sys.stderr
     )
@@ -490,6 +504,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         services.close()
 
     base = f"http://{args.host}:{args.port}"
+    admin_password = _shown(credentials.admin_password)
+    operator_password = _shown(credentials.operator_password)
     print(
         f"""
 erpauth demo
@@ -499,12 +515,18 @@ erpauth demo
 
   client_id         {credentials.client_id}
   client_secret     {credentials.client_secret}
-  administrator     {credentials.admin_username}  password {credentials.admin_password}
-  API operator      {credentials.operator_username}  password {credentials.operator_password}
+  administrator     {credentials.admin_username}  password {admin_password}
+  API operator      {credentials.operator_username}  password {operator_password}
 """,
         file=sys.stderr,
     )
     return _serve(args, settings)
+
+
+def _shown(password: str | None) -> str:
+    if password is None:
+        return "changed since the demo was made (erpauth operator-set-password sets a new one)"
+    return password
 
 
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:

@@ -3,8 +3,11 @@
 from functools import lru_cache
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 # OWASP Password Storage Cheat Sheet, argon2id: at least 19 MiB of memory and 2 iterations.
 OWASP_MIN_MEMORY_KIB = 19 * 1024
@@ -38,10 +41,9 @@ class Settings(BaseSettings):
     refresh_token_ttl_hours: int = Field(24 * 30, ge=1)
     session_ttl_minutes: int = Field(8 * 60, ge=1)
     session_idle_minutes: int = Field(60, ge=1)
-    reauth_window_seconds: int = Field(300, ge=30)
     redis_url: str | None = None
     log_format: str = Field("text", pattern="^(text|json)$")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
     db_pool_size: int = Field(10, ge=1)
     benchmark_routes: bool = Field(
         False, description="Serve /benchmark/open and /benchmark/protected (for bench/run.py)."
@@ -75,6 +77,35 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_dialect(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            make_url(value).get_dialect().import_dbapi()
+        except (ArgumentError, ImportError):
+            # Not the URL itself in the message: it may hold a password.
+            raise ValueError(
+                "not a SQLAlchemy URL this service can use; for example "
+                "postgresql+psycopg://user:pass@host:5432/erpauth or sqlite:///data/erpauth.db"
+            ) from None
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for key in (part.strip() for part in value.split(",") if part.strip()):
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(
+                    "each key must be a Fernet key (32 URL-safe base64-encoded bytes)"
+                ) from None
+        return value
 
     @property
     def issuer(self) -> str:
