@@ -164,3 +164,14 @@ def run_cli(live: LiveServer, *args: str) -> list[str]:
     )
     assert result.returncode == 0, result.stderr
     return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_wrong_secret_for_a_real_client_id_lands_in_that_companys_trail(live: LiveServer) -> None:
+    tenant = live.tenant()
+
+    refused = live.password_grant(tenant, secret="a-guessed-secret")
+
+    with live.services.database.session() as session:
+        events = audit.list_events(session, tenant.company_id, kind="token.issue")
+    assert refused.status_code == 401
+    assert [(e.outcome, e.detail["reason"]) for e in events] == [("refused", "invalid_client")]

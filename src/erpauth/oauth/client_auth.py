@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote_plus
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
@@ -108,11 +109,17 @@ def authenticate_request_client(
     )
     if client is not None:
         return client
+
+    # A wrong secret for a real client ID belongs in that company's trail: someone is guessing.
+    company_id = session.scalar(
+        select(ApiClient.company_id).where(ApiClient.client_id == credentials.client_id[:36])
+    )
     audit.record(
         session,
         kind,
         "refused",
         origin,
+        company_id=company_id,
         reason="invalid_client",
         attempted_client_id=credentials.client_id[:64],
     )
