@@ -716,3 +716,24 @@ def read_all(connection: socket.socket) -> bytes:
     while chunk := connection.recv(65536):
         data += chunk
     return data
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", TOKEN_PATH + "/"), ("GET", ME_PATH + "/"), ("GET", "/home/")]
+)
+def test_a_trailing_slash_is_not_redirected_to_the_host_the_request_names(
+    live: LiveServer, method: str, path: str
+) -> None:
+    # A redirect built from the Host header sends the client, and a token request's password
+    # and client secret with it (307 keeps the body), wherever that header points.
+    form = {"grant_type": "password", "username": "someone@example.com", "password": "guess"}
+    with live.client() as http:
+        response = http.request(
+            method,
+            path,
+            headers={"Host": "attacker.example"},
+            data=form if method == "POST" else None,
+        )
+
+    assert response.status_code == 404
+    assert "location" not in response.headers

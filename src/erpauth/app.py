@@ -62,6 +62,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         servers=[{"url": "/", "description": "this server"}],
+        # Starlette would answer a trailing slash with a 307 to an address built from the Host
+        # header, and a client would send its token request, password and all, there again.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     if services is not None:
