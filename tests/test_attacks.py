@@ -649,6 +649,20 @@ def test_unsupported_methods_get_a_json_405(live: LiveServer, method: str) -> No
     assert response.json()["error"] == "method_not_allowed"
 
 
+def test_head_is_answered_like_get_without_a_body(live: LiveServer) -> None:
+    # RFC 9110 §9.1: a general-purpose server supports HEAD wherever it supports GET.
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+    with live.client() as http:
+        for path, headers in [(ME_PATH, bearer(token)), ("/signin", {}), (METADATA_PATH, {})]:
+            get = http.get(path, headers=headers)
+            head = http.head(path, headers=headers)
+
+            assert head.status_code == get.status_code == 200, path
+            assert head.headers["content-type"] == get.headers["content-type"]
+            assert head.content == b""
+
+
 # --- connections that are slow on purpose ---------------------------------------------------
 
 
