@@ -649,6 +649,20 @@ def test_unsupported_methods_get_a_json_405(live: LiveServer, method: str) -> No
     assert response.json()["error"] == "method_not_allowed"
 
 
+def test_head_is_answered_like_get_without_a_body(live: LiveServer) -> None:
+    # RFC 9110 §9.1: a general-purpose server supports HEAD wherever it supports GET.
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+    with live.client() as http:
+        for path, headers in [(ME_PATH, bearer(token)), ("/signin", {}), (METADATA_PATH, {})]:
+            get = http.get(path, headers=headers)
+            head = http.head(path, headers=headers)
+
+            assert head.status_code == get.status_code == 200, path
+            assert head.headers["content-type"] == get.headers["content-type"]
+            assert head.content == b""
+
+
 # --- connections that are slow on purpose ---------------------------------------------------
 
 
@@ -716,3 +730,24 @@ def read_all(connection: socket.socket) -> bytes:
     while chunk := connection.recv(65536):
         data += chunk
     return data
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", TOKEN_PATH + "/"), ("GET", ME_PATH + "/"), ("GET", "/home/")]
+)
+def test_a_trailing_slash_is_not_redirected_to_the_host_the_request_names(
+    live: LiveServer, method: str, path: str
+) -> None:
+    # A redirect built from the Host header sends the client, and a token request's password
+    # and client secret with it (307 keeps the body), wherever that header points.
+    form = {"grant_type": "password", "username": "someone@example.com", "password": "guess"}
+    with live.client() as http:
+        response = http.request(
+            method,
+            path,
+            headers={"Host": "attacker.example"},
+            data=form if method == "POST" else None,
+        )
+
+    assert response.status_code == 404
+    assert "location" not in response.headers

@@ -36,6 +36,17 @@ def test_me_says_who_the_token_speaks_for(live: LiveServer) -> None:
     assert body["expires_at"] is not None
 
 
+def test_answers_to_a_bearer_request_are_kept_by_no_cache(live: LiveServer) -> None:
+    # The answer describes the operator behind the token: no cache may keep it (RFC 9111).
+    tenant = live.tenant()
+    token = live.access_token(tenant)
+
+    response = live.me(token)
+
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+
+
 def test_request_without_token_gets_a_bearer_challenge(live: LiveServer) -> None:
     with live.client() as http:
         response = http.get(ME_PATH)

@@ -2,9 +2,12 @@
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
+from erpauth.domain.operators import force_password_change, get_operator
 from erpauth.storage.models import WebSession
 from tests.lifecycle import audit_events, cli_json, refresh, token_pair
 from tests.support import LiveServer
@@ -76,3 +79,29 @@ def _add_web_session(live: LiveServer, operator_id: object) -> None:
                 expires_at=now + timedelta(hours=1),
             )
         )
+
+
+def test_password_grant_refused_when_the_password_changes_while_it_is_checked(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = live.tenant()
+    guard = live.services.abuse.sign_in
+    check = guard.verify
+    forced: list[str] = []
+
+    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        password_ok = check(*args, **kwargs)
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.operator.email)
+            forced.append(force_password_change(session, live.services.hasher, operator))
+        return password_ok
+
+    monkeypatch.setattr(guard, "verify", administrator_acts_meanwhile)
+    response = live.password_grant(tenant)  # with the password the administrator replaced
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    assert forced, "the password was changed during the check"
+    monkeypatch.undo()
+    tenant.operator.password = forced[0]
+    assert live.password_grant(tenant).status_code == 200

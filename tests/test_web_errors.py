@@ -99,3 +99,21 @@ def test_an_oversized_sign_in_form_is_a_413_page_while_the_api_keeps_its_json(
         assert "default-src 'self'" in page.headers["content-security-policy"]
     assert api.status_code == 413
     assert api.json()["error"] == "request_too_large"
+
+
+def test_a_nul_character_in_a_form_or_filter_is_a_400_page_not_a_database_outage(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as stranger:
+        sign_in = stranger.sign_in("nobody\x00@example.com", "any-password-at-all")
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        create = browser.post("/users", {"email": "new\x00@example.com", "display_name": "N"})
+        name = browser.post("/users", {"email": "new@example.com", "display_name": "N\x00"})
+        audit = browser.get("/audit?kind=%00")
+
+    for response in (sign_in, create, name, audit):
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"].startswith("text/html")
+        assert "cannot reach its database" not in response.text

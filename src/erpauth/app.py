@@ -15,6 +15,7 @@ from erpauth.http.errors import install_error_handlers
 from erpauth.http.middleware import (
     BodyLimitMiddleware,
     CaseInsensitivePathMiddleware,
+    HeadAsGetMiddleware,
     SecurityHeadersMiddleware,
 )
 from erpauth.http.rate_headers import RateLimitHeadersMiddleware
@@ -62,6 +63,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         servers=[{"url": "/", "description": "this server"}],
+        # Starlette would answer a trailing slash with a 307 to an address built from the Host
+        # header, and a client would send its token request, password and all, there again.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     if services is not None:
@@ -84,6 +88,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, page_for=web.too_large_page
     )

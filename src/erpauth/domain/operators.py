@@ -15,7 +15,9 @@ from erpauth.security.secrets import new_password
 from erpauth.storage.models import Company, Operator, WebSession
 
 # Deliberately loose: one @, something on each side, no spaces. Delivery proves the rest.
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# No control characters either: PostgreSQL cannot store a NUL, and no address holds one.
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def email_key(email: str) -> str:
@@ -43,6 +45,8 @@ def create_operator(
     if problem:
         raise DomainError(problem)
     display_name = (display_name or email.split("@")[0]).strip()[:200]
+    if CONTROL.search(display_name):
+        raise DomainError("the display name must not hold control characters")
 
     now = datetime.now(UTC)
     operator = Operator(

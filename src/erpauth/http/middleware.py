@@ -1,4 +1,4 @@
-"""ASGI middleware: body size limit, letter-case-insensitive paths, security headers."""
+"""ASGI middleware: body size limit, letter-case-insensitive paths, HEAD, security headers."""
 
 import json
 from collections.abc import Callable, Iterable
@@ -109,6 +109,21 @@ class CaseInsensitivePathMiddleware:
             canonical = self.canonical.get(path.lower())
             if canonical is not None and canonical != path:
                 scope = {**scope, "path": canonical, "raw_path": canonical.encode()}
+        await self.app(scope, receive, send)
+
+
+class HeadAsGetMiddleware:
+    """Answers HEAD like GET (RFC 9110 §9.3.2); the routes declare GET only.
+
+    The server (uvicorn) sends no body in answer to HEAD, whatever the application gives it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
         await self.app(scope, receive, send)
 
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from fastapi import Request, Security
+from fastapi import Request, Response, Security
 from fastapi.security import OAuth2PasswordBearer
 
 from erpauth.domain.tokens import InvalidToken as TokenRefused
@@ -32,8 +32,12 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-def bearer_token(request: Request, _declared: str | None = Security(oauth2_scheme)) -> TokenContext:
+def bearer_token(
+    request: Request, response: Response, _declared: str | None = Security(oauth2_scheme)
+) -> TokenContext:
     """The context of the request's access token; refuses the request without a valid one."""
+    # Whatever the answer, it is about the token's operator: no cache may keep a copy.
+    response.headers["Cache-Control"] = "no-store"
     header = request.headers.get("authorization")
     if not header:
         raise MissingToken(

@@ -117,6 +117,9 @@ def _issue(
     company = session.get(Company, candidate.company_id)
     client = company.api_client if company else None
     operator = session.get(Operator, candidate.operator_id) if candidate.operator_id else None
+    if operator is not None and operator.password_hash != candidate.password_hash:
+        # Changed while the old password was checked: a token for it would outlive the change.
+        password_ok = False
     ids = {
         "company_id": candidate.company_id,
         "client_id": candidate.client_id,

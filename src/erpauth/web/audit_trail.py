@@ -169,6 +169,10 @@ def _read_filters(
 ) -> Filters:
     filters = Filters(kind=kind[:64], operator=operator[:64], since=since[:32], until=until[:32])
     filters.kind_value = filters.kind or None
+    if not filters.kind.isprintable():
+        # No kind of event holds a control character, and PostgreSQL cannot compare a NUL.
+        filters.kind_value = None
+        filters.problems["kind"] = "There is no such kind of event."
     filters.page = int(page) if page.isascii() and page.isdigit() else 1
     filters.page = min(max(filters.page, 1), LAST_PAGE)
 

@@ -11,13 +11,13 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from erpauth.abuse import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.http.errors import database_unreachable
 from erpauth.http.middleware import BodyTooLarge
 from erpauth.web.access import CsrfRefused, SignInRequired
 from erpauth.web.defences import held_back
@@ -103,7 +103,11 @@ def _describe(request: Request, exc: Exception) -> tuple[int, str, str]:
         return 409, "Conflict", sentence(str(exc))
     if isinstance(exc, DomainError):
         return 400, "Not possible", sentence(str(exc))
-    if isinstance(exc, DBAPIError | PoolTimeout):
+    if isinstance(exc, DataError):
+        # A value the database refuses (PostgreSQL and a NUL): the request's fault, not an outage.
+        log.info("value refused by the database during %s %s", request.method, request.url.path)
+        return 400, "Bad Request", "The request holds a value that cannot be stored."
+    if database_unreachable(exc):
         log.error(
             "database unavailable during %s %s: %s",
             request.method,
