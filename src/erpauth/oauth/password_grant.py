@@ -116,7 +116,14 @@ def _issue(
 ) -> IssuedAccessToken | OAuthError:
     company = session.get(Company, candidate.company_id)
     client = company.api_client if company else None
-    operator = session.get(Operator, candidate.operator_id) if candidate.operator_id else None
+    # Locked until this transaction ends, so a password change cannot slip between this check
+    # and the tokens' insert: it either comes first (and we refuse) or waits for our commit
+    # (and its revocation then sees our tokens). SQLite serialises writers anyway.
+    operator = (
+        session.get(Operator, candidate.operator_id, with_for_update=True)
+        if candidate.operator_id
+        else None
+    )
     if operator is not None and operator.password_hash != candidate.password_hash:
         # Changed while the old password was checked: a token for it would outlive the change.
         password_ok = False

@@ -92,7 +92,9 @@ def _refresh(
             return InvalidScope("the requested scope is wider than the one originally granted")
         scope = requested_scope
 
-    operator = session.get(Operator, record.operator_id)
+    # Locked like in the password grant: a password change or deactivation either comes first
+    # or waits for this commit, whose tokens its revocation then sees.
+    operator = session.get(Operator, record.operator_id, with_for_update=True)
     company = client.company
     standing = standing_refusal(operator, company, record)
     if standing is not None:
