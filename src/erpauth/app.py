@@ -52,6 +52,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             # Start anyway: requests answer 503 until the database is back, then keys load.
             log.error("database unavailable at start-up: %s", type(exc).__name__)
         yield
+        # The asyncio pool's connections belong to this event loop: close them while it runs.
+        async_engine = app.state.services.database.async_autocommit
+        if async_engine is not None:
+            await async_engine.dispose()
         if owned:
             app.state.services.close()
 

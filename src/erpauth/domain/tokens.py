@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.config import Settings
@@ -143,35 +143,25 @@ class TokenService:
         query, so that revocation, deactivation and license changes count at once.
         """
         claims = self._verified_claims(token)
-
         with self._database.autocommit.connect() as connection:
             row = connection.execute(_TOKEN_STATE, {"jti": claims["jti"]}).first()
-            if row is None:
-                raise InvalidToken("the access token is not known")
             _check_standing(token, claims, row)
+            if _needs_touch(row):
+                connection.execute(_touch(row.jti))
+        return _context(row)
 
-            now = datetime.now(UTC)
-            if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-                connection.execute(
-                    update(AccessToken).where(AccessToken.jti == row.jti).values(last_used_at=now)
-                )
-                connection.commit()
+    async def authenticate_async(self, token: str) -> TokenContext:
+        """``authenticate`` on the event loop, for databases with an asyncio driver."""
+        engine = self._database.async_autocommit
+        assert engine is not None, "only for databases with an asyncio driver"
 
-        return TokenContext(
-            jti=row.jti,
-            operator_id=row.operator_id,
-            email=row.email,
-            display_name=row.display_name,
-            is_system_admin=row.is_system_admin,
-            company_id=row.company_id,
-            company_name=row.company_name,
-            account_code=row.account_code,
-            client_id=row.client_id,
-            scope=row.scope,
-            issued_at=row.issued_at,
-            expires_at=row.expires_at,
-            call_limit_per_minute=row.call_limit_per_minute,
-        )
+        claims = self._verified_claims(token)
+        async with engine.connect() as connection:
+            row = (await connection.execute(_TOKEN_STATE, {"jti": claims["jti"]})).first()
+            _check_standing(token, claims, row)
+            if _needs_touch(row):
+                await connection.execute(_touch(row.jti))
+        return _context(row)
 
     def _verified_claims(self, token: str) -> dict:
         """The claims of a token whose signature was verified, now or earlier in this process."""
@@ -244,7 +234,9 @@ _TOKEN_STATE = (
 )
 
 
-def _check_standing(token: str, claims: dict, row: Row) -> None:
+def _check_standing(token: str, claims: dict, row: Row | None) -> None:
+    if row is None:
+        raise InvalidToken("the access token is not known")
     if not equal(row.token_hash, sha256_hex(token)):
         raise InvalidToken("the access token is not known")
     if claims["sub"] != str(row.operator_id) or claims.get("company_id") != str(row.company_id):
@@ -261,6 +253,33 @@ def _check_standing(token: str, claims: dict, row: Row) -> None:
         raise InvalidToken("the access token is invalid")
     if not row.api_enabled:
         raise InvalidToken("API access is not enabled in this company's license")
+
+
+def _needs_touch(row: Row) -> bool:
+    last = row.last_used_at
+    return last is None or datetime.now(UTC) - last > LAST_USED_RESOLUTION
+
+
+def _touch(jti: str) -> Update:
+    return update(AccessToken).where(AccessToken.jti == jti).values(last_used_at=datetime.now(UTC))
+
+
+def _context(row: Row) -> TokenContext:
+    return TokenContext(
+        jti=row.jti,
+        operator_id=row.operator_id,
+        email=row.email,
+        display_name=row.display_name,
+        is_system_admin=row.is_system_admin,
+        company_id=row.company_id,
+        company_name=row.company_name,
+        account_code=row.account_code,
+        client_id=row.client_id,
+        scope=row.scope,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        call_limit_per_minute=row.call_limit_per_minute,
+    )
 
 
 def revoke_access_token(session: Session, jti: str, reason: str) -> bool:

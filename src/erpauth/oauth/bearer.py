@@ -4,6 +4,7 @@ import logging
 
 from fastapi import Request, Response, Security
 from fastapi.security import OAuth2PasswordBearer
+from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain.tokens import InvalidToken as TokenRefused
 from erpauth.domain.tokens import TokenContext
@@ -32,7 +33,7 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-def bearer_token(
+async def bearer_token(
     request: Request, response: Response, _declared: str | None = Security(oauth2_scheme)
 ) -> TokenContext:
     """The context of the request's access token; refuses the request without a valid one."""
@@ -53,12 +54,20 @@ def bearer_token(
 
     services: Services = request.app.state.services
     try:
-        context = services.tokens.authenticate(token)
+        if services.database.async_autocommit is not None:
+            context = await services.tokens.authenticate_async(token)
+        else:
+            context = await run_in_threadpool(services.tokens.authenticate, token)
     except TokenRefused as exc:
         log.info("bearer token refused: %s", exc, extra={"fields": {"path": request.url.path}})
         raise InvalidToken(str(exc), REALM) from exc
 
     request.state.token = context
     # Counted after the token check: a request without a valid token is no company's call.
-    request.state.rate_limit = services.abuse.calls.hit(context, origin_of(request))
+    calls, origin = services.abuse.calls, origin_of(request)
+    if services.abuse.store.shared:
+        # Redis may be slow or gone (then up to its timeout): never on the event loop.
+        request.state.rate_limit = await run_in_threadpool(calls.hit, context, origin)
+    else:
+        request.state.rate_limit = calls.hit(context, origin)
     return context

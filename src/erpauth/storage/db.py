@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from erpauth.config import Settings
@@ -17,15 +18,38 @@ def make_engine(settings: Settings) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
 
+    # No overflow: connections opened past the pool were closed again on return, and under
+    # load PostgreSQL spent its time starting and ending backends. Past the pool, requests
+    # wait (up to pool_timeout) for a connection instead.
     # No pre-ping: it costs a round trip on every checkout, on the hottest path. After a
     # database restart the first use of a stale connection fails (503), and SQLAlchemy then
     # replaces the whole pool.
     return create_engine(
         url,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=0,
         pool_recycle=1800,
         pool_timeout=10,
+    )
+
+
+def make_async_engine(settings: Settings) -> AsyncEngine | None:
+    """An asyncio engine for the bearer check, where the driver has one (psycopg does).
+
+    The check runs on every API request; awaiting its one query on the event loop spares the
+    hand-off to a worker thread, which under concurrency costs more than the query. SQLite
+    has no asyncio driver here, so there the check runs on a worker thread.
+    """
+    url = settings.resolved_database_url()
+    if not url.startswith("postgresql+psycopg"):
+        return None
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_recycle=1800,
+        pool_timeout=10,
+        isolation_level="AUTOCOMMIT",
     )
 
 
@@ -45,6 +69,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Single statements that need no transaction: no BEGIN and no ROLLBACK round trips.
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.async_autocommit = make_async_engine(settings)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
