@@ -189,11 +189,12 @@ class LiveServer:
 
 
 def make_settings(data_dir: Path, database_url: str | None, **overrides: object) -> Settings:
+    options = {"public_url": "http://127.0.0.1:8000"} | TEST_LIMITS | overrides
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
         secret_key=None,
-        **({"public_url": "http://127.0.0.1:8000"} | TEST_LIMITS | overrides),  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
 
 
