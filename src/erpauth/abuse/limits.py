@@ -95,25 +95,16 @@ class CallLimits:
         if usage is None or usage.allowed:
             return usage
 
-        retry_after = max(1, usage.reset_after)
-        self._trail.record(
-            "ratelimit.hit",
-            "refused",
+        raise _refusal(
+            self._trail,
+            limit,
+            str(token.company_id),
+            usage,
             origin,
-            key=f"{limit.name}/{token.company_id}",
+            f"this company's call limit ({limit.amount} calls per minute) is used up",
             company_id=token.company_id,
             operator_id=token.operator_id,
             client_id=token.client_id,
-            limit=limit.name,
-            amount=limit.amount,
-            window_seconds=limit.seconds,
-        )
-        raise Throttled(
-            f"this company's call limit ({limit.amount} calls per minute) is used up; "
-            f"try again in {retry_after} seconds",
-            limit=limit.name,
-            retry_after=retry_after,
-            headers=usage.headers(),
         )
 
 
@@ -152,21 +143,41 @@ class RequestLimits:
         if usage.allowed:
             return usage
 
-        retry_after = max(1, usage.reset_after)
-        self._trail.record(
-            "ratelimit.hit",
-            "refused",
+        raise _refusal(
+            self._trail,
+            limit,
+            key,
+            usage,
             origin,
-            key=f"{limit.name}/{key}",
+            f"too many requests: the limit is {limit.describe()} ({limit.name})",
             client_id=client_id,
-            limit=limit.name,
-            amount=limit.amount,
-            window_seconds=limit.seconds,
         )
-        raise Throttled(
-            f"too many requests: the limit is {limit.describe()} ({limit.name}); "
-            f"try again in {retry_after} seconds",
-            limit=limit.name,
-            retry_after=retry_after,
-            headers=usage.headers(),
-        )
+
+
+def _refusal(
+    trail: RepeatAudit,
+    limit: Limit,
+    key: str,
+    usage: Usage,
+    origin: Origin,
+    message: str,
+    **ids: object,
+) -> Throttled:
+    """Records the hit (at most once per window and key) and makes the 429 to raise."""
+    retry_after = max(1, usage.reset_after)
+    trail.record(
+        "ratelimit.hit",
+        "refused",
+        origin,
+        key=f"{limit.name}/{key}",
+        limit=limit.name,
+        amount=limit.amount,
+        window_seconds=limit.seconds,
+        **ids,
+    )
+    return Throttled(
+        f"{message}; try again in {retry_after} seconds",
+        limit=limit.name,
+        retry_after=retry_after,
+        headers=usage.headers(),
+    )
