@@ -3,7 +3,7 @@
 Starts erpauth as in production (several worker processes, PostgreSQL, Redis when it
 answers), loads it over loopback with wrk, and prints a table. Usage:
 
-    python bench/run.py [--quick] [--workers N] [--duration S]
+    python bench/run.py [--quick] [--workers N] [--duration S] [--only STEP ...]
 
 See docs/benchmarks.md for what each line measures and the recorded results.
 """
@@ -44,6 +44,8 @@ from erpauth.services import build_services  # noqa: E402
 
 TOKEN_PATH = "/authentication/v1/authentication/token"
 REVOKE_PATH = "/authentication/v1/authentication/revoke"
+# auth: bearer check vs open twin; two: two instances; scale: 1M tokens.
+STEPS = ("auth", "password", "refresh", "two", "scale")
 
 
 @dataclass
@@ -73,14 +75,21 @@ def main() -> int:
         with _server(env, args.port, args.workers) as first:
             grant = _password_form(demo)
             token = _token(first, demo, grant)
-            rows += _auth_overhead(args, first, token)
-            baseline_p99 = float(rows[-1].result.split("p99 ")[1].split(" ms")[0])
-            rows.append(_password_grant(args, first, demo, grant, settings))
-            rows.append(_refresh_grant(args, first, demo, services, Path(folder)))
+            wanted = set(args.only or STEPS)
+            if wanted & {"auth", "two", "scale"}:
+                rows += _auth_overhead(args, first, token)
+                protected = rows[-1]
+            if "password" in wanted:
+                rows.append(_password_grant(args, first, demo, grant, settings))
+            if "refresh" in wanted:
+                rows.append(_refresh_grant(args, first, demo, services, Path(folder)))
             rows.append(_memory(first))
-            with _server(env, args.port + 1, args.workers) as second:
-                rows += _two_instances(args, first, second, demo, grant, rows[1])
-            rows.append(_scale(args, first, token, services, baseline_p99))
+            if "two" in wanted:
+                with _server(env, args.port + 1, args.workers) as second:
+                    rows += _two_instances(args, first, second, demo, grant, protected)
+            if "scale" in wanted:
+                baseline_p99 = float(protected.result.split("p99 ")[1].split(" ms")[0])
+                rows.append(_scale(args, first, token, services, baseline_p99))
         services.close()
 
     _report(args, rows)
@@ -97,6 +106,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--operators", type=int, default=100_000, help="operators at scale")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (CI)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=STEPS,
+        help="run only this step (repeatable); memory is always read",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.tokens, args.operators = 2, 20_000, 2_000
