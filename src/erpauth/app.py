@@ -1,7 +1,8 @@
 """The ASGI application."""
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,9 +19,13 @@ from erpauth.http.middleware import (
     HeadAsGetMiddleware,
     SecurityHeadersMiddleware,
 )
-from erpauth.http.rate_headers import RateLimitHeadersMiddleware
-from erpauth.oauth import discovery, introspection, revocation, token_endpoint
+from erpauth.http.rate_headers import BearerResponseHeaders
+from erpauth.oauth import bearer, discovery, introspection, revocation, token_endpoint
 from erpauth.services import Services, build_services
+from erpauth.storage.changes import RESET
+
+# The payload of the change notice about signing keys (migration 0002).
+SIGNING_KEYS = "signing_keys"
 
 log = logging.getLogger("erpauth")
 
@@ -51,7 +56,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         except SQLAlchemyError as exc:
             # Start anyway: requests answer 503 until the database is back, then keys load.
             log.error("database unavailable at start-up: %s", type(exc).__name__)
+        changes = app.state.services.changes
+        if changes is not None:
+            changes.subscribe(_reload_keys_on_change(app.state.services))
+            changes.start()
         yield
+        if changes is not None:
+            await changes.stop()
         # The asyncio pool's connections belong to this event loop: close them while it runs.
         async_engine = app.state.services.database.async_autocommit
         if async_engine is not None:
@@ -87,10 +98,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(benchmark.router)
     install_error_handlers(app)
     web.install(app)
-    openapi.install(app)
+    openapi.install(app, bearer.document_security)
 
     api_paths = [path for path in app.openapi()["paths"] if "{" not in path]
-    app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(BearerResponseHeaders)
     app.add_middleware(CaseInsensitivePathMiddleware, paths=api_paths)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
@@ -98,3 +109,25 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)
     return app
+
+
+def _reload_keys_on_change(services: Services) -> Callable[[str], None]:
+    """A change subscriber that reloads the signing keys when another process changed them.
+
+    Retiring a key then ends its tokens in every process at once, not at the next periodic
+    reload.
+    """
+
+    def reload() -> None:
+        try:
+            services.keys.reload()
+        except SQLAlchemyError as exc:
+            log.warning("signing keys not reloaded: %s", type(exc).__name__)
+
+    def on_change(payload: str) -> None:
+        if payload in (SIGNING_KEYS, RESET):
+            reloaded = asyncio.get_running_loop().run_in_executor(None, reload)
+            # Tokens checked while the reload ran were checked against the old keys.
+            reloaded.add_done_callback(lambda _: services.tokens.standing.forget())
+
+    return on_change

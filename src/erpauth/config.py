@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     log_format: str = Field("text", pattern="^(text|json)$")
     log_level: str = Field("INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
     db_pool_size: int = Field(10, ge=1)
+    standing_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "With PostgreSQL, how long a process may keep a token's standing between change "
+            "notices; 0 reads it from the database on every request."
+        ),
+    )
     benchmark_routes: bool = Field(
         False, description="Serve /benchmark/open and /benchmark/protected (for bench/run.py)."
     )

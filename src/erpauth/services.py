@@ -4,10 +4,12 @@ from dataclasses import dataclass
 
 from erpauth.abuse import AbuseControls
 from erpauth.config import Settings
+from erpauth.domain.standing import StandingCache
 from erpauth.domain.tokens import TokenService
 from erpauth.security.keys import KeyRing, ensure_signing_key
 from erpauth.security.passwords import PasswordHasher
 from erpauth.security.secrets import SecretBox, load_secret_box
+from erpauth.storage.changes import ChangeFeed, libpq_url
 from erpauth.storage.db import Database
 from erpauth.storage.migrate import upgrade
 
@@ -21,6 +23,8 @@ class Services:
     keys: KeyRing
     tokens: TokenService
     abuse: AbuseControls
+    # PostgreSQL's change notices; None on SQLite or with the standing cache turned off.
+    changes: ChangeFeed | None = None
 
     def close(self) -> None:
         self.abuse.close()
@@ -38,12 +42,17 @@ def build_services(settings: Settings, *, migrate: bool = False) -> Services:
 
     keys = KeyRing(database, box)
     hasher = PasswordHasher(settings)
+    changes = None
+    if database.async_autocommit is not None and settings.standing_cache_seconds > 0:
+        changes = ChangeFeed(libpq_url(settings.resolved_database_url()))
+    standing = StandingCache(changes, max_age=settings.standing_cache_seconds)
     return Services(
         settings=settings,
         database=database,
         box=box,
         hasher=hasher,
         keys=keys,
-        tokens=TokenService(settings, database, keys),
+        tokens=TokenService(settings, database, keys, standing),
         abuse=AbuseControls(settings, database, hasher),
+        changes=changes,
     )

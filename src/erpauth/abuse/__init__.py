@@ -2,7 +2,7 @@
 
 ``AbuseControls`` holds one of each for a process; ``Services.abuse`` is that instance:
 
-* ``calls.hit(token, origin)``: a company's call limit, on every bearer-authenticated call;
+* ``calls.hit(token)``: a company's call limit, on every bearer-authenticated call;
 * ``requests.check_token_request(origin, client_id)`` and ``requests.check_sign_in(origin)``:
   per-IP and per-client limits on getting a token or signing in;
 * ``sign_in``: the brute-force guard around a password check (see ``erpauth.abuse.signin``).

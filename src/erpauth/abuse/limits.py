@@ -3,11 +3,23 @@
 Counting uses the sliding-window counter of the ``limits`` library: a request is allowed when
 the calls of the current window plus the previous window's calls, weighted by how much of it
 still overlaps, stay within the limit.
+
+A busy key does not ask the counter store on every request. Each process takes calls from the
+store in advance, a *lease*, and admits requests from it locally until it is spent or a second
+old. Every admitted call was counted in the store before it was admitted, so a limit is never
+exceeded, however many processes share it; what a process took and did not use within the
+second is lost, so a process may refuse a little early. Leases start at one call (one request,
+one count: exact for light traffic) and double while a key keeps spending them, up to 1% of
+the limit; a lease that expired unspent shrinks the next one to what was used.
 """
 
+import functools
 import math
+import threading
 import time
+import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from limits import RateLimitItemPerSecond
 
@@ -38,9 +50,11 @@ class Limit:
         return f"{self.amount} per {per}"
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Where one key stands against a limit, right after a request was counted."""
+class Usage(NamedTuple):
+    """Where one key stands against a limit, right after a request was counted.
+
+    A named tuple: one is made for every API call.
+    """
 
     limit: Limit
     allowed: bool
@@ -56,25 +70,138 @@ class Usage:
             "RateLimit-Policy": f"{self.limit.amount};w={self.limit.seconds}",
         }
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """``headers()`` as ASGI header pairs."""
+        return [
+            (b"ratelimit-limit", b"%d" % self.limit.amount),
+            (b"ratelimit-remaining", b"%d" % self.remaining),
+            (b"ratelimit-reset", b"%d" % self.reset_after),
+            (b"ratelimit-policy", b"%d;w=%d" % (self.limit.amount, self.limit.seconds)),
+        ]
+
+
+# How long a process may admit calls from what it took from the store in advance.
+LEASE_SECONDS = 1.0
+# A lease never holds more than this share of a limit, nor more than LEASE_CAP calls.
+LEASE_SHARE = 100
+LEASE_CAP = 10_000
+
+
+@dataclass
+class _Lease:
+    """Calls one process took from the store for one key and may still admit on its own."""
+
+    units: int
+    size: int
+    expires: float  # time.monotonic()
+    store_remaining: int
+    reset_at: float  # time.time()
+    allowed: bool
+
 
 class Limiter:
-    """Counts requests against limits in the counter store."""
+    """Counts requests against limits in the counter store, through per-process leases."""
 
     def __init__(self, store: CounterStore) -> None:
         self._store = store
+        self._leases: dict[tuple[str, int, int, str], _Lease] = {}
+        self._lock = threading.Lock()
 
     def hit(self, limit: Limit, key: str, *, fail_open: bool) -> Usage | None:
-        """Counts one request; None only when the store is down and ``fail_open`` is asked."""
+        """Counts one request; None only when the store is down and ``fail_open`` is asked.
+
+        May wait for the counter store: call it off the event loop when the store is Redis.
+        """
+        usage = self.hit_locally(limit, key)
+        if usage is not None:
+            return usage
+        return self._take(limit, key, fail_open=fail_open)
+
+    def hit_locally(self, limit: Limit, key: str) -> Usage | None:
+        """Counts one request from this process's lease; None when the store must be asked.
+
+        Never waits: safe on the event loop.
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            lease = self._leases.get(_lease_key(limit, key))
+            if lease is None or lease.expires <= time.monotonic():
+                return None
+            if not lease.allowed:
+                return _usage(limit, lease, allowed=False)
+            if lease.units <= 0:
+                return None
+            lease.units -= 1
+            return _usage(limit, lease, allowed=True)
+        finally:
+            self._lock.release()
+
+    def _take(self, limit: Limit, key: str, *, fail_open: bool) -> Usage | None:
         item = RateLimitItemPerSecond(limit.amount, limit.seconds, namespace=limit.name)
-        key = key_part(key)
+        stored_key = key_part(key)
+        size = self._next_size(limit, key)
 
-        def count(backend: Backend) -> Usage:
-            allowed = backend.window.hit(item, key)
-            stats = backend.window.get_window_stats(item, key)
-            reset_after = max(0, math.ceil(stats.reset_time - time.time()))
-            return Usage(limit, allowed, max(0, stats.remaining), reset_after)
+        def count(backend: Backend) -> tuple[bool, int, int, float]:
+            took = size
+            allowed = backend.window.hit(item, stored_key, cost=size)
+            if not allowed and size > 1:
+                # Near the limit a whole lease no longer fits, but one more call may.
+                took = 1
+                allowed = backend.window.hit(item, stored_key)
+            stats = backend.window.get_window_stats(item, stored_key)
+            return allowed, took, max(0, stats.remaining), stats.reset_time
 
-        return self._store.run(count, fail_open=fail_open)
+        outcome = self._store.run(count, fail_open=fail_open)
+        if outcome is None:
+            return None
+        allowed, took, remaining, reset_at = outcome
+        lifetime = LEASE_SECONDS
+        if not allowed:
+            # A refusal is remembered until a call may fit again, at most for the lease time,
+            # so that a flood of refused requests does not become a flood on the store.
+            lifetime = min(LEASE_SECONDS, max(0.0, reset_at - time.time()))
+        lease = _Lease(
+            units=took - 1 if allowed else 0,
+            size=took if allowed else 0,
+            expires=time.monotonic() + lifetime,
+            store_remaining=remaining,
+            reset_at=reset_at,
+            allowed=allowed,
+        )
+        with self._lock:
+            self._leases[_lease_key(limit, key)] = lease
+            if len(self._leases) > 4 * LEASE_CAP:
+                self._forget_expired()
+        return _usage(limit, lease, allowed=allowed)
+
+    def _next_size(self, limit: Limit, key: str) -> int:
+        """One call at first; double after a lease was spent; what was used after one lapsed."""
+        cap = max(1, min(limit.amount // LEASE_SHARE, LEASE_CAP))
+        with self._lock:
+            lease = self._leases.get(_lease_key(limit, key))
+        if lease is None or not lease.allowed:
+            return 1
+        if lease.units <= 0 and lease.expires > time.monotonic():
+            return min(cap, max(1, 2 * lease.size))
+        return min(cap, max(1, lease.size - lease.units))
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        for lease_key in [k for k, lease in self._leases.items() if lease.expires <= now]:
+            del self._leases[lease_key]
+
+
+def _lease_key(limit: Limit, key: str) -> tuple[str, int, int, str]:
+    return (limit.name, limit.amount, limit.seconds, key)
+
+
+def _usage(limit: Limit, lease: _Lease, *, allowed: bool) -> Usage:
+    reset_after = max(0, math.ceil(lease.reset_at - time.time()))
+    # What the store had left when this process last asked, plus what this process still
+    # holds: exact for one process, an estimate when several share the limit.
+    remaining = lease.store_remaining + lease.units if allowed else 0
+    return Usage(limit, allowed, remaining, reset_after)
 
 
 class CallLimits:
@@ -87,18 +214,27 @@ class CallLimits:
     def __init__(self, limiter: Limiter, trail: RepeatAudit) -> None:
         self._limiter = limiter
         self._trail = trail
+        self._limits: dict[int, Limit] = {}
 
-    def hit(self, token: TokenContext, origin: Origin) -> Usage | None:
-        """Counts the call; raises Throttled when the company's calls are used up."""
-        limit = Limit(COMPANY_CALLS, token.call_limit_per_minute)
-        usage = self._limiter.hit(limit, str(token.company_id), fail_open=True)
-        if usage is None or usage.allowed:
-            return usage
+    def hit(self, token: TokenContext) -> Usage | None:
+        """Counts the call; None when the limit cannot be told (Redis is down).
 
-        raise _refusal(
+        May wait for the counter store; ``hit_locally`` first spares that most of the time.
+        A refused call comes back with ``allowed`` false: raise ``refusal`` for it.
+        """
+        return self._limiter.hit(self._limit(token), _company_key(token), fail_open=True)
+
+    def hit_locally(self, token: TokenContext) -> Usage | None:
+        """Counts the call from this process's lease without waiting; None if ``hit`` must."""
+        return self._limiter.hit_locally(self._limit(token), _company_key(token))
+
+    def refusal(self, token: TokenContext, usage: Usage, origin: Origin) -> Throttled:
+        """The 429 for a call that ``hit`` refused; the hit is logged and audited."""
+        limit = usage.limit
+        return _refusal(
             self._trail,
             limit,
-            str(token.company_id),
+            _company_key(token),
             usage,
             origin,
             f"this company's call limit ({limit.amount} calls per minute) is used up",
@@ -106,6 +242,22 @@ class CallLimits:
             operator_id=token.operator_id,
             client_id=token.client_id,
         )
+
+    def _limit(self, token: TokenContext) -> Limit:
+        limit = self._limits.get(token.call_limit_per_minute)
+        if limit is None:
+            limit = Limit(COMPANY_CALLS, token.call_limit_per_minute)
+            self._limits[limit.amount] = limit
+        return limit
+
+
+def _company_key(token: TokenContext) -> str:
+    return _uuid_text(token.company_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _uuid_text(value: uuid.UUID) -> str:
+    return str(value)
 
 
 class RequestLimits:

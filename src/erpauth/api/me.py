@@ -3,14 +3,13 @@
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from erpauth.domain.tokens import TokenContext
 from erpauth.http.openapi import BEARER_RESPONSES
-from erpauth.oauth.bearer import bearer_token
+from erpauth.oauth.bearer import BearerRoute, caller
 
-router = APIRouter(prefix="/authentication/v1", tags=["Authentication"])
+router = APIRouter(prefix="/authentication/v1", tags=["Authentication"], route_class=BearerRoute)
 
 
 class OperatorOut(BaseModel):
@@ -41,7 +40,8 @@ class MeOut(BaseModel):
     response_model=MeOut,
     responses=BEARER_RESPONSES,
 )
-def me(token: TokenContext = Depends(bearer_token)) -> MeOut:
+def me(request: Request) -> MeOut:
+    token = caller(request)
     return MeOut(
         operator=OperatorOut(
             id=token.operator_id,

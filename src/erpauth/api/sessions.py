@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -13,10 +13,10 @@ from erpauth.domain.sessions import TokenSummary, company_operator, list_tokens,
 from erpauth.domain.tokens import TokenContext
 from erpauth.http.openapi import BEARER_RESPONSES, json_error
 from erpauth.http.origin import origin_of
-from erpauth.oauth.bearer import bearer_token
+from erpauth.oauth.bearer import BearerRoute, caller
 from erpauth.services import Services
 
-router = APIRouter(prefix="/authentication/v1", tags=["Sessions"])
+router = APIRouter(prefix="/authentication/v1", tags=["Sessions"], route_class=BearerRoute)
 
 PRIVATE = {"Cache-Control": "no-store"}
 
@@ -58,7 +58,8 @@ class TokenListOut(BaseModel):
     response_model=TokenListOut,
     responses=BEARER_RESPONSES,
 )
-def my_tokens(request: Request, token: TokenContext = Depends(bearer_token)) -> Response:
+def my_tokens(request: Request) -> Response:
+    token = caller(request)
     return _list(request, token, token.operator_id)
 
 
@@ -69,9 +70,8 @@ def my_tokens(request: Request, token: TokenContext = Depends(bearer_token)) -> 
     status_code=204,
     responses={**BEARER_RESPONSES, **_NO_SUCH_TOKEN},
 )
-def revoke_my_token(
-    jti: str, request: Request, token: TokenContext = Depends(bearer_token)
-) -> Response:
+def revoke_my_token(jti: str, request: Request) -> Response:
+    token = caller(request)
     return _revoke(request, token, token.operator_id, jti)
 
 
@@ -82,9 +82,8 @@ def revoke_my_token(
     response_model=TokenListOut,
     responses={**BEARER_RESPONSES, **_ADMINS_ONLY},
 )
-def operator_tokens(
-    operator_id: str, request: Request, token: TokenContext = Depends(bearer_token)
-) -> Response:
+def operator_tokens(operator_id: str, request: Request) -> Response:
+    token = caller(request)
     return _list(request, token, _administered_operator(request, token, operator_id))
 
 
@@ -95,9 +94,8 @@ def operator_tokens(
     status_code=204,
     responses={**BEARER_RESPONSES, **_ADMINS_ONLY},
 )
-def revoke_operator_token(
-    operator_id: str, jti: str, request: Request, token: TokenContext = Depends(bearer_token)
-) -> Response:
+def revoke_operator_token(operator_id: str, jti: str, request: Request) -> Response:
+    token = caller(request)
     return _revoke(request, token, _administered_operator(request, token, operator_id), jti)
 
 

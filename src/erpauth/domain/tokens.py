@@ -12,6 +12,7 @@ from sqlalchemy import Row, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.config import Settings
+from erpauth.domain.standing import Standing, StandingCache
 from erpauth.security.keys import ALGORITHM, KeyRing
 from erpauth.security.lru import LRU
 from erpauth.security.secrets import equal, sha256_hex
@@ -64,10 +65,17 @@ class TokenContext:
 
 
 class TokenService:
-    def __init__(self, settings: Settings, database: Database, keys: KeyRing) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        keys: KeyRing,
+        standing: StandingCache | None = None,
+    ) -> None:
         self._settings = settings
         self._database = database
         self._keys = keys
+        self.standing = standing if standing is not None else StandingCache(None, max_age=0)
         # Tokens whose signature this process has verified: an ES256 check costs more than
         # the rest of a request. Only the signature is remembered, never the token's standing.
         self._verified: LRU[str, tuple[str, dict]] = LRU(VERIFIED_SIGNATURES)
@@ -146,22 +154,52 @@ class TokenService:
         with self._database.autocommit.connect() as connection:
             row = connection.execute(_TOKEN_STATE, {"jti": claims["jti"]}).first()
             _check_standing(token, claims, row)
-            if _needs_touch(row):
+            if _needs_touch(row.last_used_at):
                 connection.execute(_touch(row.jti))
         return _context(row)
 
     async def authenticate_async(self, token: str) -> TokenContext:
-        """``authenticate`` on the event loop, for databases with an asyncio driver."""
+        """``authenticate`` on the event loop, for databases with an asyncio driver.
+
+        The standing comes from this process's cache while PostgreSQL's change notices keep
+        it current (see ``erpauth.domain.standing``), else from one query.
+        """
         engine = self._database.async_autocommit
         assert engine is not None, "only for databases with an asyncio driver"
 
+        cached = self.standing.get(token)
+        if cached is not None and self.standing.behind():
+            # A change notice has arrived but is not read yet: read it, then look again.
+            cached = self.standing.get(token) if await self.standing.catch_up() else None
+        if cached is not None:
+            # Signature, claims and standing held when the entry was stored, and still do:
+            # every change that could undo them is announced and drops the entry. Expiry is
+            # the one thing that time alone changes.
+            if cached.expires_at is not None and cached.expires_at <= time.time():
+                raise InvalidToken("the access token has expired")
+            if time.monotonic() - cached.touched_at > LAST_USED_RESOLUTION.total_seconds():
+                cached.touched_at = time.monotonic()
+                async with engine.connect() as connection:
+                    await connection.execute(_touch(cached.jti))
+            return cached.context
+
+        generation = self.standing.generation
         claims = self._verified_claims(token)
+        jti = claims["jti"]
         async with engine.connect() as connection:
-            row = (await connection.execute(_TOKEN_STATE, {"jti": claims["jti"]})).first()
+            row = (await connection.execute(_TOKEN_STATE, {"jti": jti})).first()
             _check_standing(token, claims, row)
-            if _needs_touch(row):
-                await connection.execute(_touch(row.jti))
-        return _context(row)
+            # When last_used_at was written, on this process's clock.
+            touched_at = time.monotonic()
+            if _needs_touch(row.last_used_at):
+                await connection.execute(_touch(jti))
+            else:
+                touched_at -= (datetime.now(UTC) - row.last_used_at).total_seconds()
+        context = _context(row)
+        expires_at = row.expires_at.timestamp() if row.expires_at is not None else None
+        entry = Standing(jti, expires_at, context, touched_at, time.monotonic())
+        self.standing.put(token, entry, generation)
+        return context
 
     def _verified_claims(self, token: str) -> dict:
         """The claims of a token whose signature was verified, now or earlier in this process."""
@@ -255,9 +293,8 @@ def _check_standing(token: str, claims: dict, row: Row | None) -> None:
         raise InvalidToken("API access is not enabled in this company's license")
 
 
-def _needs_touch(row: Row) -> bool:
-    last = row.last_used_at
-    return last is None or datetime.now(UTC) - last > LAST_USED_RESOLUTION
+def _needs_touch(last_used_at: datetime | None) -> bool:
+    return last_used_at is None or datetime.now(UTC) - last_used_at > LAST_USED_RESOLUTION
 
 
 def _touch(jti: str) -> Update:

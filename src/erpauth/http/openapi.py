@@ -1,5 +1,6 @@
 """Response declarations that many operations share in the OpenAPI document."""
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -65,13 +66,19 @@ BEARER_RESPONSES: dict[int | str, dict[str, Any]] = {
 TOO_LARGE = json_error("The request body is larger than the service accepts.")
 
 
-def install(app: FastAPI) -> None:
-    """Serves the app's document with what its operations share but FastAPI cannot know."""
+def install(app: FastAPI, *extras: Callable[[FastAPI, dict[str, Any]], None]) -> None:
+    """Serves the app's document with what its operations share but FastAPI cannot know.
+
+    Each of ``extras`` may add to the document before it is served.
+    """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = complete(generate())
+            document = complete(generate())
+            for extra in extras:
+                extra(app, document)
+            app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

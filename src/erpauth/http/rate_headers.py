@@ -1,14 +1,18 @@
-"""RateLimit-* headers on the responses of bearer-authenticated requests."""
+"""Headers on every response to a request that presented a bearer token."""
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from erpauth.abuse import Usage
 
+NO_STORE = (b"cache-control", b"no-store")
 
-class RateLimitHeadersMiddleware:
-    """Adds the company's call-limit usage that ``bearer_token`` left in the request state.
 
-    Any response of such a request carries them, whatever the endpoint returns.
+class BearerResponseHeaders:
+    """Marks answers about a token ``Cache-Control: no-store``, and adds RateLimit-* headers.
+
+    ``erpauth.oauth.bearer.authenticate`` leaves the token's context and the company's
+    call-limit usage in the request state; any response of such a request carries them,
+    whatever the endpoint returns.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -22,15 +26,16 @@ class RateLimitHeadersMiddleware:
         state = scope.setdefault("state", {})
 
         async def send_with_headers(message: Message) -> None:
-            usage = state.get("rate_limit")
-            if message["type"] == "http.response.start" and isinstance(usage, Usage):
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [
-                    (name.lower().encode(), value.encode())
-                    for name, value in usage.headers().items()
-                    if name.lower().encode() not in present
-                ]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            if message["type"] == "http.response.start" and "token" in state:
+                headers = list(message.get("headers", []))
+                # Starlette's responses name their headers in lower case.
+                present = {name for name, _ in headers}
+                if b"cache-control" not in present:
+                    headers.append(NO_STORE)
+                usage = state.get("rate_limit")
+                if isinstance(usage, Usage) and b"ratelimit-limit" not in present:
+                    headers += usage.raw_headers()
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

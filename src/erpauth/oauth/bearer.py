@@ -1,8 +1,12 @@
 """Bearer token usage on protected resources (RFC 6750 §2.1)."""
 
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from fastapi import Request, Response, Security
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -16,13 +20,15 @@ from erpauth.services import Services
 log = logging.getLogger("erpauth.oauth")
 
 REALM = "erpauth"
+SCHEME = "OAuth2"
 MAX_TOKEN_LENGTH = 4096
 
-# Declares the OAuth2 password flow in the OpenAPI document, which gives Swagger UI its
-# Authorize button. The checking itself is done by `bearer_token` below.
+# The OAuth2 password flow of the OpenAPI document, which gives Swagger UI its Authorize
+# button. Declared by ``document_security``, not as a FastAPI dependency: resolving a
+# dependency on every API request would cost more than the rest of the bearer check.
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl=TOKEN_PATH,
-    scheme_name="OAuth2",
+    scheme_name=SCHEME,
     auto_error=False,
     scopes={"api": "Call the company's API as the signed-in operator (the default)."},
     description=(
@@ -33,13 +39,46 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-async def bearer_token(
-    request: Request, response: Response, _declared: str | None = Security(oauth2_scheme)
-) -> TokenContext:
-    """The context of the request's access token; refuses the request without a valid one."""
-    # Whatever the answer, it is about the token's operator: no cache may keep a copy.
-    response.headers["Cache-Control"] = "no-store"
-    header = request.headers.get("authorization")
+class BearerRoute(APIRoute):
+    """An API route that serves only requests with a valid access token.
+
+    The token is checked before FastAPI resolves the endpoint's parameters, so a request
+    without one learns nothing else (401, not a validation error), and the check costs no
+    dependency resolution. The endpoint reads the token's context with ``caller(request)``.
+    Use it as an ``APIRouter``'s ``route_class``.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # The operation's security requirement in the OpenAPI document (Swagger UI then sends
+        # the token it got through Authorize).
+        extra = dict(kwargs.get("openapi_extra") or {})
+        extra.setdefault("security", [{SCHEME: []}])
+        kwargs["openapi_extra"] = extra
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            await authenticate(request)
+            return await handle(request)
+
+        return checked
+
+
+def caller(request: Request) -> TokenContext:
+    """The context of the access token that a ``BearerRoute`` checked for this request."""
+    context: TokenContext = request.state.token
+    return context
+
+
+async def authenticate(request: Request) -> TokenContext:
+    """The context of the request's access token; refuses the request without a valid one.
+
+    Whatever the answer, it is about the token's operator: ``BearerResponseHeaders`` marks it
+    ``Cache-Control: no-store`` and adds the call-limit usage left in the request state.
+    """
+    header = _authorization(request.scope["headers"])
     if not header:
         raise MissingToken(
             "this API needs an access token: send Authorization: Bearer <token>", REALM
@@ -62,12 +101,34 @@ async def bearer_token(
         log.info("bearer token refused: %s", exc, extra={"fields": {"path": request.url.path}})
         raise InvalidToken(str(exc), REALM) from exc
 
-    request.state.token = context
+    # What request.state shows, written without building its wrapper on this hot path.
+    state = request.scope.setdefault("state", {})
+    state["token"] = context
     # Counted after the token check: a request without a valid token is no company's call.
-    calls, origin = services.abuse.calls, origin_of(request)
-    if services.abuse.store.shared:
+    calls = services.abuse.calls
+    usage = calls.hit_locally(context)
+    if usage is None and services.abuse.store.shared:
         # Redis may be slow or gone (then up to its timeout): never on the event loop.
-        request.state.rate_limit = await run_in_threadpool(calls.hit, context, origin)
-    else:
-        request.state.rate_limit = calls.hit(context, origin)
+        usage = await run_in_threadpool(calls.hit, context)
+    elif usage is None:
+        usage = calls.hit(context)
+    state["rate_limit"] = usage
+    if usage is not None and not usage.allowed:
+        raise calls.refusal(context, usage, origin_of(request))
     return context
+
+
+def _authorization(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The Authorization header's value (the first, if sent twice), as Starlette decodes it."""
+    for name, value in headers:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None
+
+
+def document_security(app: FastAPI, document: dict[str, Any]) -> None:
+    """Declares the OAuth2 scheme that every ``BearerRoute`` operation requires."""
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[SCHEME] = jsonable_encoder(
+        oauth2_scheme.model, by_alias=True, exclude_none=True
+    )

@@ -41,7 +41,8 @@ def create_signing_key(session: Session, box: SecretBox) -> SigningKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    kid = secrets.token_urlsafe(12)
+    # Hex, not base64url: a kid starting with '-' would read as an option on the CLI.
+    kid = secrets.token_hex(12)
     jwk = ECAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
     jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
 

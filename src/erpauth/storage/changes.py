@@ -1,0 +1,155 @@
+"""Change notifications from PostgreSQL, for the caches of one process.
+
+Migration 0002 installs triggers that announce, on the ``erpauth_changes`` channel, every
+committed change that can alter whether an access token may be used (see its docstring for
+the payloads). ``ChangeFeed`` listens on one connection of its own and hands each payload to
+the subscribers.
+
+A cache that relies on the feed must trust its entries only while the feed is ``live``: when
+the listening connection breaks, notices sent meanwhile are lost, so subscribers are told to
+forget everything (``RESET``), and again once the feed listens anew. The feed proves the
+connection alive with a query every ``heartbeat`` seconds, so a connection that died silently
+is noticed within two heartbeats.
+"""
+
+import asyncio
+import contextlib
+import logging
+import select
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("erpauth.changes")
+
+CHANNEL = "erpauth_changes"
+# How the listening connections show in pg_stat_activity.
+APPLICATION_NAME = "erpauth-changes"
+RESET = "*"  # to subscribers: forget everything, notices may have been lost
+HEARTBEAT_SECONDS = 1.0
+RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+Subscriber = Callable[[str], None]
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """The libpq connection string for a ``postgresql+psycopg://`` SQLAlchemy URL."""
+    url = make_url(sqlalchemy_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class ChangeFeed:
+    """Listens for change notices on PostgreSQL, inside the event loop of one process."""
+
+    def __init__(self, conninfo: str, *, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        self._conninfo = conninfo
+        self._heartbeat = heartbeat
+        self._subscribers: list[Subscriber] = []
+        self._task: asyncio.Task[None] | None = None
+        self._poller: select.poll | None = None  # on the listening socket, while live
+        self.live = False
+        # Notices handed out since the process started; tests and the benchmark read it.
+        self.received = 0
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def start(self) -> None:
+        """Starts listening in the background, on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="changes")
+
+    def has_unread(self) -> bool:
+        """True when notices may have arrived that the feed has not handed out yet.
+
+        A zero-timeout poll of the listening socket: a change committed just before a request
+        arrived is seen by that request, not only by a later one.
+        """
+        if self._poller is None:
+            return True
+        try:
+            return bool(self._poller.poll(0))
+        except OSError:
+            return True
+
+    async def catch_up(self, rounds: int = 20) -> bool:
+        """Lets the feed read what has arrived; False if it has not within ``rounds`` turns."""
+        for _ in range(rounds):
+            if not self.has_unread():
+                return True
+            await asyncio.sleep(0)
+        return not self.has_unread()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._set_live(False)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._listen()
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self._set_live(False)
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                if failures == 0:
+                    # One line per outage; the caches are bypassed until the feed is back.
+                    log.warning(
+                        "change notices interrupted: reading token standing from the database "
+                        "on every request until they are back",
+                        extra={
+                            "fields": {
+                                "event": "changes.down",
+                                "error": f"{type(exc).__name__}: {exc}"[:300],
+                            }
+                        },
+                    )
+                failures += 1
+                await asyncio.sleep(delay)
+            else:  # pragma: no cover - _listen only returns by raising
+                failures = 0
+
+    async def _listen(self) -> None:
+        connection = await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, application_name=APPLICATION_NAME
+            ),
+            timeout=max(self._heartbeat * 5, 5.0),
+        )
+        try:
+            await connection.execute(f"LISTEN {CHANNEL}")
+            poller = select.poll()
+            poller.register(connection.fileno(), select.POLLIN)
+            self._poller = poller
+            self._set_live(True)
+            while True:
+                async for notice in connection.notifies(timeout=self._heartbeat):
+                    self._dispatch(notice.payload)
+                await asyncio.wait_for(connection.execute("SELECT 1"), timeout=self._heartbeat)
+        finally:
+            self._poller = None
+            self._set_live(False)
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    def _set_live(self, live: bool) -> None:
+        if live == self.live:
+            return
+        self.live = live
+        # Going down, entries may go stale; coming up, notices of the gap were never seen.
+        self._dispatch(RESET)
+        if live:
+            log.info("listening for change notices", extra={"fields": {"event": "changes.up"}})
+
+    def _dispatch(self, payload: str) -> None:
+        self.received += 1
+        for subscriber in self._subscribers:
+            try:
+                subscriber(payload)
+            except Exception:  # one subscriber's bug must not silence the others
+                log.exception("change subscriber failed")
