@@ -1,6 +1,7 @@
 """A password change ends the operator's tokens; the CLI can force one, or just sign out."""
 
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from erpauth.domain.operators import force_password_change, get_operator
+from erpauth.oauth import password_grant as password_grant_module
 from erpauth.storage.models import WebSession
 from tests.lifecycle import audit_events, cli_json, refresh, token_pair
 from tests.support import LiveServer
@@ -105,3 +107,41 @@ def test_password_grant_refused_when_the_password_changes_while_it_is_checked(
     monkeypatch.undo()
     tenant.operator.password = forced[0]
     assert live.password_grant(tenant).status_code == 200
+
+
+def test_password_change_during_a_grant_revokes_the_tokens_it_issues(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order of the race: the change arrives after the grant has read the operator.
+
+    The grant holds the operator's row from that read until it commits, so the change waits
+    and its revocation then finds the new tokens; on SQLite the writers take turns.
+    """
+    tenant = live.tenant()
+    issue = password_grant_module.issue_token_pair
+    changes: list[threading.Thread] = []
+
+    def change_password() -> None:
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.operator.email)
+            force_password_change(session, live.services.hasher, operator)
+
+    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        change = threading.Thread(target=change_password)
+        changes.append(change)
+        change.start()
+        change.join(timeout=1)  # done at once, or waiting for this grant to commit
+        return issue(*args, **kwargs)
+
+    monkeypatch.setattr(password_grant_module, "issue_token_pair", administrator_acts_meanwhile)
+    response = live.password_grant(tenant)
+    [change] = changes
+    change.join(timeout=30)
+    assert not change.is_alive()
+
+    if response.status_code == 200:
+        tokens = response.json()
+        assert live.me(tokens["access_token"]).status_code == 401
+        assert refresh(live, tenant, tokens["refresh_token"]).status_code == 400
+    else:
+        assert response.json()["error"] in {"invalid_grant", "temporarily_unavailable"}

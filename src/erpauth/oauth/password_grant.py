@@ -4,6 +4,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from erpauth.abuse import SignInAttempt
@@ -114,16 +115,7 @@ def _issue(
     scope: str,
     origin: Origin,
 ) -> IssuedAccessToken | OAuthError:
-    company = session.get(Company, candidate.company_id)
-    client = company.api_client if company else None
-    # Locked until this transaction ends, so a password change cannot slip between this check
-    # and the tokens' insert: it either comes first (and we refuse) or waits for our commit
-    # (and its revocation then sees our tokens). SQLite serialises writers anyway.
-    operator = (
-        session.get(Operator, candidate.operator_id, with_for_update=True)
-        if candidate.operator_id
-        else None
-    )
+    company, client, operator = _current_state(session, services, candidate)
     if operator is not None and operator.password_hash != candidate.password_hash:
         # Changed while the old password was checked: a token for it would outlive the change.
         password_ok = False
@@ -159,6 +151,56 @@ def _issue(
         session, "token.issue", "success", origin, jti=issued.jti, family_id=family_id, **ids
     )
     return issued
+
+
+def _current_state(
+    session: Session, services: Services, candidate: _Candidate
+) -> tuple[Company | None, ApiClient | None, Operator | None]:
+    """Company, client and operator as they are now, in one query, the operator's row locked.
+
+    The lock lasts until this transaction ends, so a password change, deactivation or loss of
+    API permission cannot slip between this read and the tokens' insert: it either commits
+    first (and we see it) or waits for our commit (and its revocation then sees our tokens).
+    A shared lock is enough for that, since each of those changes updates the row, and it
+    lets concurrent grants of one operator run side by side. A grant that will rehash the
+    password updates the row itself, so it takes the exclusive lock from the start: two
+    shared holders that both wanted to update would deadlock.
+    """
+    if candidate.operator_id is None:
+        found = session.execute(
+            select(Company, ApiClient)
+            .join(ApiClient, ApiClient.company_id == Company.id)
+            .where(Company.id == candidate.company_id)
+        ).first()
+        return (found.Company, found.ApiClient, None) if found else (None, None, None)
+
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite ignores FOR SHARE, and pysqlite begins a transaction only at its first write,
+        # so a read alone holds nothing. This write that changes nothing takes SQLite's one
+        # writer lock now, until the commit; writers take turns there anyway.
+        session.execute(
+            update(Operator)
+            .where(Operator.id == candidate.operator_id)
+            .values(updated_at=Operator.updated_at),
+            execution_options={"synchronize_session": False},
+        )
+
+    rehash = candidate.password_hash is not None and services.hasher.needs_rehash(
+        candidate.password_hash
+    )
+    found = session.execute(
+        select(Operator, Company, ApiClient)
+        .join(Company, Company.id == Operator.company_id)
+        .join(ApiClient, ApiClient.company_id == Company.id)
+        .where(Operator.id == candidate.operator_id, Company.id == candidate.company_id)
+        .with_for_update(read=not rehash, of=Operator)
+    ).first()
+    if found is not None:
+        return found.Company, found.ApiClient, found.Operator
+
+    # Something was deleted meanwhile; only the reason given in the log depends on what.
+    company = session.get(Company, candidate.company_id)
+    return company, company.api_client if company else None, None
 
 
 def _refusal(
