@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
+from erpauth import allocator
 from erpauth.config import Settings
 from erpauth.demo import ensure_demo
 from erpauth.domain import audit
@@ -46,6 +47,8 @@ Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if argv is None and args.command in ("serve", "demo"):
+        allocator.with_huge_pages()  # the workers' password hashing, without page faults
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -53,7 +53,7 @@ class StandingCache:
     says nothing useful about a guessed token.) Change notices name the jti.
     """
 
-    def __init__(self, feed: ChangeFeed | None, *, max_age: float, size: int = 20_000) -> None:
+    def __init__(self, feed: ChangeFeed | None, *, max_age: float, size: int = 10_000) -> None:
         self._feed = feed
         self._max_age = max_age
         self._size = size

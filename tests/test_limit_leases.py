@@ -1,0 +1,122 @@
+"""Limits counted through leases: busy keys skip the store, and no limit is ever exceeded.
+
+Each ``Limiter`` below stands for one erpauth process; two of them on one Redis are two
+processes sharing a limit.
+"""
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from erpauth.abuse.limits import LEASE_SHARE, Limit, Limiter
+from erpauth.abuse.storage import Backend, CounterStore
+from tests.support import LIMITS_KEY_PREFIX, make_settings
+
+T = TypeVar("T")
+
+
+class CountingStore(CounterStore):
+    """The real counter store, counting how often it is asked."""
+
+    asked = 0
+
+    def run(self, operation: Callable[[Backend], T], *, fail_open: bool) -> T | None:
+        self.asked += 1
+        return super().run(operation, fail_open=fail_open)
+
+
+def _store(tmp_path: Path, redis_url: str | None, prefix: str) -> CountingStore:
+    return CountingStore(
+        make_settings(tmp_path, None, redis_url=redis_url, limits_key_prefix=prefix)
+    )
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"{LIMITS_KEY_PREFIX}-{secrets.token_hex(4)}"
+
+
+def test_a_busy_key_asks_the_store_a_fraction_of_the_time(
+    tmp_path: Path, limits_storage: str | None, prefix: str
+) -> None:
+    store = _store(tmp_path, limits_storage, prefix)
+    limiter = Limiter(store)
+    limit = Limit("test_busy", 100_000)
+
+    usages = [limiter.hit(limit, "company", fail_open=False) for _ in range(5_000)]
+
+    assert all(usage is not None and usage.allowed for usage in usages)
+    # Leases double up to 1% of the limit (1,000 calls): about 20 trips for 5,000 calls.
+    assert store.asked <= 30
+    remaining = [usage.remaining for usage in usages if usage is not None]
+    assert remaining == sorted(remaining, reverse=True)
+    assert remaining[-1] == 100_000 - 5_000
+
+
+def test_light_traffic_is_counted_one_call_at_a_time(
+    tmp_path: Path, limits_storage: str | None, prefix: str
+) -> None:
+    store = _store(tmp_path, limits_storage, prefix)
+    limiter = Limiter(store)
+    limit = Limit("test_light", LEASE_SHARE - 1)  # 1% of it is less than one call
+
+    usages = [limiter.hit(limit, "company", fail_open=False) for _ in range(LEASE_SHARE + 5)]
+
+    assert store.asked >= LEASE_SHARE
+    assert [usage.allowed for usage in usages if usage] == [True] * (LEASE_SHARE - 1) + [False] * 6
+
+
+def test_processes_sharing_a_limit_never_admit_more_than_it(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    limit = Limit("test_shared", 2_000)
+    first, second = (Limiter(_store(tmp_path, redis_url, prefix)) for _ in range(2))
+
+    allowed = 0
+    for _ in range(1_500):
+        for limiter in (first, second):
+            usage = limiter.hit(limit, "company", fail_open=False)
+            assert usage is not None
+            allowed += usage.allowed
+
+    cap = limit.amount // LEASE_SHARE
+    assert limit.amount - 2 * cap <= allowed <= limit.amount
+
+
+def test_a_refusal_is_remembered_briefly_instead_of_asking_again(
+    tmp_path: Path, limits_storage: str | None, prefix: str
+) -> None:
+    store = _store(tmp_path, limits_storage, prefix)
+    limiter = Limiter(store)
+    limit = Limit("test_refused", 2)
+    assert [limiter.hit(limit, "client", fail_open=False).allowed for _ in range(2)] == [  # type: ignore[union-attr]
+        True,
+        True,
+    ]
+    asked = store.asked
+
+    refusals = [limiter.hit(limit, "client", fail_open=False) for _ in range(50)]
+
+    assert all(usage is not None and not usage.allowed for usage in refusals)
+    assert store.asked - asked == 1
+    assert all(usage.remaining == 0 for usage in refusals if usage)
+
+
+def test_keys_and_limits_keep_separate_leases(
+    tmp_path: Path, limits_storage: str | None, prefix: str
+) -> None:
+    limiter = Limiter(_store(tmp_path, limits_storage, prefix))
+    small, large = Limit("test_keys", 3), Limit("test_keys", 10_000)
+
+    for _ in range(3):
+        limiter.hit(small, "a", fail_open=False)
+    usage_a = limiter.hit(small, "a", fail_open=False)
+    usage_b = limiter.hit(small, "b", fail_open=False)
+    usage_large = limiter.hit(large, "a", fail_open=False)
+
+    assert usage_a is not None and not usage_a.allowed
+    assert usage_b is not None and usage_b.allowed
+    assert usage_large is not None and usage_large.allowed
