@@ -6,10 +6,13 @@ from functools import partial
 
 import jwt
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from erpauth.domain.companies import get_company, set_api_enabled
 from erpauth.domain.operators import get_operator, set_active, set_api_permission, set_password
+from erpauth.domain.refresh_tokens import find_for_refresh
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import Operator, RefreshToken
 from tests.lifecycle import audit_events, race, refresh, token_pair
@@ -175,6 +178,30 @@ def test_refresh_with_a_wrong_client_secret_is_invalid_client(live: LiveServer) 
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
     assert refresh(live, tenant, token).status_code == 200
+
+
+def test_wrong_client_secret_with_a_valid_refresh_token_is_recorded_for_that_company(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    token = token_pair(live, tenant)["refresh_token"]
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": token,
+                "client_id": tenant.client_id,
+                "client_secret": "a-guessed-secret",
+            },
+        )
+
+    assert response.status_code == 401
+    assert "WWW-Authenticate" not in response.headers  # the secret came in the body
+    [event] = audit_events(live, tenant.company_id, "token.refresh")
+    assert (event.outcome, event.detail["reason"]) == ("refused", "invalid_client")
+    assert event.detail["attempted_client_id"] == tenant.client_id
 
 
 def test_refresh_with_client_credentials_in_the_body(live: LiveServer) -> None:
@@ -345,3 +372,39 @@ def test_operator_changes_revoke_refresh_and_access_tokens_for_good(
 def _set_license(live: LiveServer, tenant: Tenant, enabled: bool) -> None:
     with live.services.database.session() as session:
         set_api_enabled(session, get_company(session, tenant.code), enabled)
+
+
+def test_a_refresh_in_flight_holds_off_operator_changes_but_not_other_refreshes(
+    live: LiveServer,
+) -> None:
+    """The refresh's read share-locks the operator until its commit (PostgreSQL row locks).
+
+    A password change, deactivation or loss of API permission updates the operator row, so it
+    waits for the refresh to commit and then revokes what the refresh issued; another refresh
+    of the same operator takes the same share lock and goes ahead.
+    """
+    if not live.settings.resolved_database_url().startswith("postgresql"):
+        pytest.skip("SQLite takes no row locks: it serialises writers instead")
+    tenant = live.tenant()
+    first, second = token_pair(live, tenant), token_pair(live, tenant)
+    database = live.services.database
+
+    with database.session() as refreshing:
+        assert find_for_refresh(refreshing, tenant.client_id, first["refresh_token"])
+
+        with database.session() as other_refresh:
+            _fail_fast_on_locks(other_refresh)
+            found = find_for_refresh(other_refresh, tenant.client_id, second["refresh_token"])
+            assert found is not None and found.operator.id == tenant.operator.id
+
+        with pytest.raises(OperationalError, match="lock timeout"), database.session() as change:
+            _fail_fast_on_locks(change)
+            change.execute(
+                update(Operator)
+                .where(Operator.id == tenant.operator.id)
+                .values(password_changed_at=datetime.now(UTC))
+            )
+
+
+def _fail_fast_on_locks(session: Session) -> None:
+    session.execute(text("SET LOCAL lock_timeout = '300ms'"))

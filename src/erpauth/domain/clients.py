@@ -31,9 +31,14 @@ def authenticate_client(
         equal(client_secret, _NO_SECRET)
         return None
 
+    return client if secret_matches(box, client, client_secret) else None
+
+
+def secret_matches(box: SecretBox, client: ApiClient, client_secret: str) -> bool:
+    """Whether the secret is either of the client's two, compared in constant time."""
     primary_ok = equal(client_secret, box.decrypt(client.primary_secret_encrypted))
     secondary_ok = equal(client_secret, box.decrypt(client.secondary_secret_encrypted))
-    return client if primary_ok or secondary_ok else None
+    return primary_ok or secondary_ok
 
 
 def reveal_secret(box: SecretBox, client: ApiClient, slot: SecretSlot) -> str:

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.domain.audit import Origin
@@ -50,20 +50,27 @@ def issue_refresh_token(
     """Makes a refresh token (384 random bits) and records only its SHA-256 digest."""
     token = secrets.token_urlsafe(48)
     now = datetime.now(UTC)
-    row = RefreshToken(
-        id=secrets.token_urlsafe(16),
-        token_hash=sha256_hex(token),
-        family_id=family_id,
-        operator_id=operator.id,
-        company_id=company.id,
-        client_id=client.client_id,
-        scope=scope,
-        issued_at=now,
-        expires_at=now + ttl,
+    row_id = secrets.token_urlsafe(16)
+    # Straight on the connection: nothing reads the row back in this session, so the ORM's
+    # unit of work and statement handling would be pure overhead on the refresh path.
+    session.connection().execute(
+        _INSERT_REFRESH_TOKEN,
+        {
+            "id": row_id,
+            "token_hash": sha256_hex(token),
+            "family_id": family_id,
+            "operator_id": operator.id,
+            "company_id": company.id,
+            "client_id": client.client_id,
+            "scope": scope,
+            "issued_at": now,
+            "expires_at": now + ttl,
+        },
     )
-    session.add(row)
-    session.flush()
-    return IssuedRefreshToken(token, row.id, family_id, row.expires_at)
+    return IssuedRefreshToken(token, row_id, family_id, now + ttl)
+
+
+_INSERT_REFRESH_TOKEN = insert(RefreshToken.__table__)
 
 
 def issue_token_pair(
@@ -101,6 +108,44 @@ def find_refresh_token(session: Session, token: str) -> RefreshToken | None:
     return session.scalar(select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(token)))
 
 
+@dataclass(frozen=True)
+class RefreshRequest:
+    """What a refresh needs, read in one query: the presenting client, the token, its operator."""
+
+    client: ApiClient
+    company: Company
+    record: RefreshToken
+    operator: Operator
+
+
+def find_for_refresh(session: Session, client_id: str, token: str) -> RefreshRequest | None:
+    """The client named ``client_id`` (with its company), the refresh token and its operator.
+
+    None when either the client or the token is unknown. The client is the one presenting
+    the token, which may be another company's: the caller checks that they belong together.
+
+    The operator's row is share-locked until the transaction ends. A password change,
+    deactivation or loss of API permission updates that row, so it either commits first (and
+    the row read here already shows it) or waits for this commit and then revokes the tokens
+    issued here too. Refreshes of one operator share the lock and do not queue behind each
+    other. SQLite takes no row locks; there writers are serialised by the database itself.
+    """
+    row = session.execute(
+        _FIND_FOR_REFRESH, {"client_id": client_id[:36], "token_hash": sha256_hex(token)}
+    ).first()
+    return RefreshRequest(*row) if row is not None else None
+
+
+_FIND_FOR_REFRESH = (
+    select(ApiClient, Company, RefreshToken, Operator)
+    .join(Company, Company.id == ApiClient.company_id)
+    .join(RefreshToken, RefreshToken.token_hash == bindparam("token_hash"))
+    .join(Operator, Operator.id == RefreshToken.operator_id)
+    .where(ApiClient.client_id == bindparam("client_id"))
+    .with_for_update(read=True, of=Operator)
+)
+
+
 def is_live(record: RefreshToken, now: datetime | None = None) -> bool:
     """Neither used, nor revoked, nor expired."""
     now = now or datetime.now(UTC)
@@ -113,16 +158,21 @@ def claim(session: Session, record: RefreshToken) -> bool:
     The condition sits in the UPDATE itself, so of two concurrent refreshes with the same
     token the database lets exactly one change the row, on SQLite and PostgreSQL alike.
     """
-    result = session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.id == record.id,
-            RefreshToken.used_at.is_(None),
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(used_at=datetime.now(UTC))
+    result = session.connection().execute(
+        _CLAIM, {"claimed_id": record.id, "now": datetime.now(UTC)}
     )
     return result.rowcount == 1
+
+
+_CLAIM = (
+    update(RefreshToken.__table__)
+    .where(
+        RefreshToken.id == bindparam("claimed_id"),
+        RefreshToken.used_at.is_(None),
+        RefreshToken.revoked_at.is_(None),
+    )
+    .values(used_at=bindparam("now"))
+)
 
 
 def revoke_family(session: Session, family_id: str, reason: str) -> RevokedCounts:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from sqlalchemy import Row, Update, bindparam, select, update
+from sqlalchemy import Row, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.config import Settings
@@ -122,24 +122,26 @@ class TokenService:
             algorithm=ALGORITHM,
             headers={"kid": key.kid, "typ": JWT_TYPE},
         )
-        session.add(
-            AccessToken(
-                jti=jti,
-                token_hash=sha256_hex(token),
-                hint=token[-6:],
-                operator_id=operator.id,
-                company_id=company.id,
-                client_id=client.client_id,
-                source=source,
-                scope=scope,
-                refresh_family_id=refresh_family_id,
-                issued_at=now,
-                expires_at=expires_at,
-                ip_address=ip_address,
-                user_agent=(user_agent or "")[:300] or None,
-            )
+        # Straight on the connection, at once: no caller reads the row back, so the ORM's unit
+        # of work would only add work, and the row must exist before anything revokes by operator.
+        session.connection().execute(
+            _INSERT_ACCESS_TOKEN,
+            {
+                "jti": jti,
+                "token_hash": sha256_hex(token),
+                "hint": token[-6:],
+                "operator_id": operator.id,
+                "company_id": company.id,
+                "client_id": client.client_id,
+                "source": source,
+                "scope": scope,
+                "refresh_family_id": refresh_family_id,
+                "issued_at": now,
+                "expires_at": expires_at,
+                "ip_address": ip_address,
+                "user_agent": (user_agent or "")[:300] or None,
+            },
         )
-        session.flush()
 
         expires_in = int((expires_at - now).total_seconds()) if expires_at else None
         return IssuedAccessToken(token, jti, expires_in, expires_at, scope)
@@ -242,6 +244,8 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise InvalidToken("the access token is invalid") from exc
 
+
+_INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)
 
 _TOKEN_STATE = (
     select(

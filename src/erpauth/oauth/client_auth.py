@@ -8,6 +8,7 @@ The client sends its ID and secret either in an HTTP Basic ``Authorization`` hea
 import base64
 import binascii
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote_plus
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.clients import authenticate_client
+from erpauth.domain.clients import authenticate_client, secret_matches
 from erpauth.oauth.errors import InvalidClient, InvalidRequest, OAuthError
 from erpauth.services import Services
 from erpauth.storage.models import ApiClient
@@ -114,6 +115,33 @@ def authenticate_request_client(
     company_id = session.scalar(
         select(ApiClient.company_id).where(ApiClient.client_id == credentials.client_id[:36])
     )
+    return _refused(session, credentials, kind, origin, company_id)
+
+
+def check_client_secret(
+    session: Session,
+    services: Services,
+    credentials: ClientCredentials,
+    client: ApiClient,
+    kind: str,
+    origin: Origin,
+) -> OAuthError | None:
+    """For a grant that read the client by its ID together with other rows: the secret check.
+
+    None when the secret is right, else the invalid_client error (recorded) to answer with.
+    """
+    if secret_matches(services.box, client, credentials.client_secret):
+        return None
+    return _refused(session, credentials, kind, origin, client.company_id)
+
+
+def _refused(
+    session: Session,
+    credentials: ClientCredentials,
+    kind: str,
+    origin: Origin,
+    company_id: uuid.UUID | None,
+) -> OAuthError:
     audit.record(
         session,
         kind,

@@ -9,12 +9,16 @@ from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.refresh_tokens import (
     claim,
-    find_refresh_token,
+    find_for_refresh,
     issue_token_pair,
     revoke_family,
 )
 from erpauth.domain.tokens import IssuedAccessToken
-from erpauth.oauth.client_auth import ClientCredentials, authenticate_request_client
+from erpauth.oauth.client_auth import (
+    ClientCredentials,
+    authenticate_request_client,
+    check_client_secret,
+)
 from erpauth.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, OAuthError
 from erpauth.oauth.password_grant import DEACTIVATED, LICENSE_CLOSED, NO_PERMISSION
 from erpauth.oauth.scope import parse_scope
@@ -56,24 +60,16 @@ def _refresh(
     requested_scope: str | None,
     origin: Origin,
 ) -> IssuedAccessToken | OAuthError:
-    client = authenticate_request_client(session, services, credentials, "token.refresh", origin)
-    if isinstance(client, OAuthError):
-        return client
-
-    record = None
+    found = None
     if len(presented) <= MAX_REFRESH_TOKEN_LENGTH:
-        record = find_refresh_token(session, presented)
-    if record is None:
-        audit.record(
-            session,
-            "token.refresh",
-            "refused",
-            origin,
-            company_id=client.company_id,
-            client_id=client.client_id,
-            reason="unknown_refresh_token",
-        )
-        return InvalidGrant(NOT_VALID)
+        found = find_for_refresh(session, credentials.client_id, presented)
+    if found is None:
+        return _unknown_client_or_token(session, services, credentials, origin)
+
+    client, company, record, operator = found.client, found.company, found.record, found.operator
+    refused = check_client_secret(session, services, credentials, client, "token.refresh", origin)
+    if refused is not None:
+        return refused
 
     ids = {
         "company_id": record.company_id,
@@ -92,15 +88,12 @@ def _refresh(
             return InvalidScope("the requested scope is wider than the one originally granted")
         scope = requested_scope
 
-    # Locked like in the password grant: a password change or deactivation either comes first
-    # or waits for this commit, whose tokens its revocation then sees.
-    operator = session.get(Operator, record.operator_id, with_for_update=True)
-    company = client.company
+    # The operator was read under a share lock (see find_for_refresh): a password change or
+    # deactivation either shows here or waits for this commit, whose tokens it then revokes.
     standing = standing_refusal(operator, company, record)
     if standing is not None:
         audit.record(session, "token.refresh", "refused", origin, reason=standing[0], **ids)
         return InvalidGrant(standing[1])
-    assert operator is not None
 
     if not claim(session, record):
         # Another request used or revoked this token between our read and our write.
@@ -122,6 +115,25 @@ def _refresh(
         session, "token.refresh", "success", origin, jti=issued.jti, used_id=record.id, **ids
     )
     return issued
+
+
+def _unknown_client_or_token(
+    session: Session, services: Services, credentials: ClientCredentials, origin: Origin
+) -> OAuthError:
+    """The answer when the joined read found nothing: a wrong client, else an unknown token."""
+    client = authenticate_request_client(session, services, credentials, "token.refresh", origin)
+    if isinstance(client, OAuthError):
+        return client
+    audit.record(
+        session,
+        "token.refresh",
+        "refused",
+        origin,
+        company_id=client.company_id,
+        client_id=client.client_id,
+        reason="unknown_refresh_token",
+    )
+    return InvalidGrant(NOT_VALID)
 
 
 def _token_refusal(
