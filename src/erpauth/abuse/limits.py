@@ -260,6 +260,14 @@ def _uuid_text(value: uuid.UUID) -> str:
     return str(value)
 
 
+class Check(NamedTuple):
+    """One limit to count a request against: which, for which key, naming which client."""
+
+    limit: Limit
+    key: str
+    client_id: str | None
+
+
 class RequestLimits:
     """Limits on the token endpoint (per IP and per client) and the web sign-in (per IP).
 
@@ -279,9 +287,34 @@ class RequestLimits:
         )
 
     def check_token_request(self, origin: Origin, client_id: str) -> None:
-        """Counts a token request from this address for this client; raises Throttled."""
-        self.enforce(self.token_per_ip, origin.ip_address or "unknown", origin)
-        self.enforce(self.token_per_client, client_id, origin, client_id=client_id)
+        """Counts a token request from this address for this client; raises Throttled.
+
+        May wait for the counter store; see ``admit_token_request_locally``.
+        """
+        self.enforce_all(self.token_request_checks(origin, client_id), origin)
+
+    def token_request_checks(self, origin: Origin, client_id: str) -> list[Check]:
+        return [
+            Check(self.token_per_ip, origin.ip_address or "unknown", None),
+            Check(self.token_per_client, client_id, client_id),
+        ]
+
+    def admit_locally(self, checks: list[Check]) -> list[Check]:
+        """Counts each check that this process's leases admit, without waiting.
+
+        Returns the others, to pass to ``enforce_all`` off the event loop: those the store
+        must count, and those refused (their refusal is audited, which may wait too).
+        """
+        rest = []
+        for check in checks:
+            usage = self._limiter.hit_locally(check.limit, check.key)
+            if usage is None or not usage.allowed:
+                rest.append(check)
+        return rest
+
+    def enforce_all(self, checks: list[Check], origin: Origin) -> None:
+        for check in checks:
+            self.enforce(check.limit, check.key, origin, client_id=check.client_id)
 
     def check_sign_in(self, origin: Origin) -> None:
         """Counts a web sign-in attempt from this address; raises Throttled."""

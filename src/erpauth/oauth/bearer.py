@@ -114,7 +114,8 @@ async def authenticate(request: Request) -> TokenContext:
         usage = calls.hit(context)
     state["rate_limit"] = usage
     if usage is not None and not usage.allowed:
-        raise calls.refusal(context, usage, origin_of(request))
+        # The refusal is audited (once per window), which may wait for the database.
+        raise await run_in_threadpool(calls.refusal, context, usage, origin_of(request))
     return context
 
 

@@ -102,9 +102,11 @@ async def token(request: Request) -> JSONResponse:
 
     services: Services = request.app.state.services
     origin = origin_of(request)
-    await run_in_threadpool(
-        services.abuse.requests.check_token_request, origin, credentials.client_id
-    )
+    limits = services.abuse.requests
+    # Most requests are counted from this process's leases; the rest may wait for Redis.
+    uncounted = limits.admit_locally(limits.token_request_checks(origin, credentials.client_id))
+    if uncounted:
+        await run_in_threadpool(limits.enforce_all, uncounted, origin)
     issued = await run_in_threadpool(grant, services, credentials, form, origin)
     return JSONResponse(token_response_body(issued), headers=NO_STORE)
 
