@@ -5,11 +5,14 @@ processes sharing a limit.
 """
 
 import secrets
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from limits import RateLimitItemPerSecond
 
 from erpauth.abuse.limits import LEASE_SHARE, Limit, Limiter
 from erpauth.abuse.storage import Backend, CounterStore
@@ -120,3 +123,42 @@ def test_keys_and_limits_keep_separate_leases(
     assert usage_a is not None and not usage_a.allowed
     assert usage_b is not None and usage_b.allowed
     assert usage_large is not None and usage_large.allowed
+
+
+def test_requests_that_find_a_lease_spent_together_take_one_new_lease(
+    tmp_path: Path, limits_storage: str | None, prefix: str
+) -> None:
+    store = _store(tmp_path, limits_storage, prefix)
+    limiter = Limiter(store)
+    limit = Limit("test_together", 200_000)
+    admitted = 0
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal admitted
+        for _ in range(2_000):
+            usage = limiter.hit(limit, "company", fail_open=False)
+            assert usage is not None and usage.allowed
+            with lock:
+                admitted += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often, as requests on a server do
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    item = RateLimitItemPerSecond(limit.amount, limit.seconds, namespace=limit.name)
+    stats = store.run(
+        lambda backend: backend.window.get_window_stats(item, "company"), fail_open=False
+    )
+    assert stats is not None
+    counted = limit.amount - stats.remaining
+    # Counted but not (yet) admitted: at most what this process holds, one lease.
+    assert admitted == 16_000
+    assert 0 <= counted - admitted <= limit.amount // LEASE_SHARE

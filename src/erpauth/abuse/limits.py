@@ -87,6 +87,9 @@ LEASE_SHARE = 100
 LEASE_CAP = 10_000
 
 
+LeaseKey = tuple[str, int, int, str]  # limit name, amount, seconds; the key counted
+
+
 @dataclass
 class _Lease:
     """Calls one process took from the store for one key and may still admit on its own."""
@@ -104,7 +107,10 @@ class Limiter:
 
     def __init__(self, store: CounterStore) -> None:
         self._store = store
-        self._leases: dict[tuple[str, int, int, str], _Lease] = {}
+        self._leases: dict[LeaseKey, _Lease] = {}
+        # One taker per key at a time: requests that find a lease spent together must not
+        # each take a new one from the store.
+        self._takers: dict[LeaseKey, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def hit(self, limit: Limit, key: str, *, fail_open: bool) -> Usage | None:
@@ -115,14 +121,22 @@ class Limiter:
         usage = self.hit_locally(limit, key)
         if usage is not None:
             return usage
-        return self._take(limit, key, fail_open=fail_open)
+        lease_key = _lease_key(limit, key)
+        with self._lock:
+            taker = self._takers.setdefault(lease_key, threading.Lock())
+        with taker:
+            # The request that held the lock may have taken enough for this one too.
+            usage = self.hit_locally(limit, key, wait=True)
+            if usage is not None:
+                return usage
+            return self._take(limit, key, fail_open=fail_open)
 
-    def hit_locally(self, limit: Limit, key: str) -> Usage | None:
+    def hit_locally(self, limit: Limit, key: str, *, wait: bool = False) -> Usage | None:
         """Counts one request from this process's lease; None when the store must be asked.
 
-        Never waits: safe on the event loop.
+        Without ``wait`` it never waits: safe on the event loop.
         """
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(blocking=wait):
             return None
         try:
             lease = self._leases.get(_lease_key(limit, key))
@@ -170,6 +184,10 @@ class Limiter:
             allowed=allowed,
         )
         with self._lock:
+            held = self._leases.get(_lease_key(limit, key))
+            if allowed and held is not None and held.allowed and held.expires > time.monotonic():
+                # Calls taken before stay this process's to admit: never drop counted calls.
+                lease.units += held.units
             self._leases[_lease_key(limit, key)] = lease
             if len(self._leases) > 4 * LEASE_CAP:
                 self._forget_expired()
@@ -190,9 +208,10 @@ class Limiter:
         now = time.monotonic()
         for lease_key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[lease_key]
+            self._takers.pop(lease_key, None)
 
 
-def _lease_key(limit: Limit, key: str) -> tuple[str, int, int, str]:
+def _lease_key(limit: Limit, key: str) -> LeaseKey:
     return (limit.name, limit.amount, limit.seconds, key)
 
 
