@@ -46,6 +46,7 @@ TOKEN_PATH = "/authentication/v1/authentication/token"
 REVOKE_PATH = "/authentication/v1/authentication/revoke"
 # auth: bearer check vs open twin; two: two instances; scale: 1M tokens.
 STEPS = ("auth", "password", "refresh", "two", "scale")
+ROUNDS = 3  # runs of each twin in step 1
 
 
 @dataclass
@@ -271,8 +272,14 @@ def _auth_overhead(args: argparse.Namespace, server: Server, token: str) -> list
     bearer = header_script({"Authorization": f"Bearer {token}"})
     _load(args, server, "/benchmark/protected", bearer)  # warm-up, both twins
     _load(args, server, "/benchmark/open")
-    open_, open_cpu = _load(args, server, "/benchmark/open")
-    protected, protected_cpu = _load(args, server, "/benchmark/protected", bearer)
+    # Taken in turns, three times each, and the middle run of each kept: on shared cores one
+    # run can be slowed by anything else on the machine.
+    opens, protecteds = [], []
+    for _ in range(ROUNDS):
+        opens.append(_load(args, server, "/benchmark/open"))
+        protecteds.append(_load(args, server, "/benchmark/protected", bearer))
+    open_, open_cpu = _median_run(opens)
+    protected, protected_cpu = _median_run(protecteds)
     ratio = protected.requests_per_second / open_.requests_per_second
     return [
         Row(
@@ -286,9 +293,15 @@ def _auth_overhead(args: argparse.Namespace, server: Server, token: str) -> list
             f"{open_cpu / protected_cpu:.2f})",
             f"{protected.summary}, {protected_cpu:.0f} µs CPU/request",
             "≥ 0.85 × unprotected",
-            ratio >= 0.85 and protected.errors == 0,
+            ratio >= 0.85 and all(run.errors == 0 for run, _ in protecteds),
         ),
     ]
+
+
+def _median_run(runs: list[tuple[WrkResult, float]]) -> tuple[WrkResult, float]:
+    """The run with the median requests per second, and the median CPU time per request."""
+    by_rate = sorted(runs, key=lambda run: run[0].requests_per_second)
+    return by_rate[len(by_rate) // 2][0], statistics.median(cpu for _, cpu in runs)
 
 
 def _password_grant(

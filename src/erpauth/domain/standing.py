@@ -14,10 +14,9 @@ A read that a notice overtook is not kept: each notice moves ``generation`` on, 
 is stored only if the generation is the one seen before its query began. Entries also expire
 after ``max_age`` seconds, as a bound should notices ever go missing unnoticed.
 
-Before an entry is used, any notice that has reached the process's socket is read, so a
-change committed before a request arrived counts for that request. What this costs: a change
-reaches the other processes when PostgreSQL has sent its notice, within about a millisecond
-of the commit, instead of at the commit itself.
+Before an entry is used, any notice that has reached the process's socket is read (the
+socket is looked at once a millisecond at most), so a change counts about a millisecond after
+its commit at the latest, in every process, instead of at the commit itself.
 """
 
 import time

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import select
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -29,6 +30,7 @@ APPLICATION_NAME = "erpauth-changes"
 RESET = "*"  # to subscribers: forget everything, notices may have been lost
 HEARTBEAT_SECONDS = 1.0
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+POLL_SECONDS = 0.001
 
 Subscriber = Callable[[str], None]
 
@@ -48,6 +50,7 @@ class ChangeFeed:
         self._subscribers: list[Subscriber] = []
         self._task: asyncio.Task[None] | None = None
         self._poller: select.poll | None = None  # on the listening socket, while live
+        self._quiet_until = 0.0
         self.live = False
         # Notices handed out since the process started; tests and the benchmark read it.
         self.received = 0
@@ -63,15 +66,23 @@ class ChangeFeed:
     def has_unread(self) -> bool:
         """True when notices may have arrived that the feed has not handed out yet.
 
-        A zero-timeout poll of the listening socket: a change committed just before a request
-        arrived is seen by that request, not only by a later one.
+        A zero-timeout poll of the listening socket, so that a change committed before a
+        request arrived is seen by that request. An empty socket is believed for
+        ``POLL_SECONDS``: busy processes then poll about once a millisecond, not once a
+        request.
         """
         if self._poller is None:
             return True
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return False
         try:
-            return bool(self._poller.poll(0))
+            unread = bool(self._poller.poll(0))
         except OSError:
             return True
+        if not unread:
+            self._quiet_until = now + POLL_SECONDS
+        return unread
 
     async def catch_up(self, rounds: int = 20) -> bool:
         """Lets the feed read what has arrived; False if it has not within ``rounds`` turns."""
