@@ -173,8 +173,13 @@ class Server:
     process: subprocess.Popen[bytes]
 
     def worker_pids(self) -> list[int]:
+        """uvicorn's worker processes (not multiprocessing's resource tracker beside them)."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return [
+            int(pid)
+            for pid in children.read_text().split()
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
 
     def cpu_seconds(self) -> float:
         """CPU time (user and system) the workers have used so far."""

@@ -125,7 +125,9 @@ def _reload_keys_on_change(services: Services) -> Callable[[str], None]:
             log.warning("signing keys not reloaded: %s", type(exc).__name__)
 
     def on_change(payload: str) -> None:
-        if payload in (SIGNING_KEYS, RESET):
+        # RESET while live: the feed has just started listening; changes may have been missed.
+        coming_up = payload == RESET and services.changes is not None and services.changes.live
+        if payload == SIGNING_KEYS or coming_up:
             reloaded = asyncio.get_running_loop().run_in_executor(None, reload)
             # Tokens checked while the reload ran were checked against the old keys.
             reloaded.add_done_callback(lambda _: services.tokens.standing.forget())

@@ -308,7 +308,7 @@ class RequestLimits:
     def check_token_request(self, origin: Origin, client_id: str) -> None:
         """Counts a token request from this address for this client; raises Throttled.
 
-        May wait for the counter store; see ``admit_token_request_locally``.
+        May wait for the counter store; ``admit_locally`` spares that most of the time.
         """
         self.enforce_all(self.token_request_checks(origin, client_id), origin)
 
