@@ -10,7 +10,8 @@ old. Every admitted call was counted in the store before it was admitted, so a l
 exceeded, however many processes share it; what a process took and did not use within the
 second is lost, so a process may refuse a little early. Leases start at one call (one request,
 one count: exact for light traffic) and double while a key keeps spending them, up to 1% of
-the limit; a lease that expired unspent shrinks the next one to what was used.
+the limit; a lease that expired unspent shrinks the next one to what was used. Once a process
+has lost 1% of a limit in one period of it, it takes one call at a time until the period ends.
 """
 
 import functools
@@ -111,6 +112,8 @@ class Limiter:
         # One taker per key at a time: requests that find a lease spent together must not
         # each take a new one from the store.
         self._takers: dict[LeaseKey, threading.Lock] = {}
+        # Per key: calls taken and left unused in the current period, and when it began.
+        self._lost: dict[LeaseKey, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def hit(self, limit: Limit, key: str, *, fail_open: bool) -> Usage | None:
@@ -194,21 +197,37 @@ class Limiter:
         return _usage(limit, lease, allowed=allowed)
 
     def _next_size(self, limit: Limit, key: str) -> int:
-        """One call at first; double after a lease was spent; what was used after one lapsed."""
+        """How many calls to take: one at first; double after a lease was spent in time; what
+        was used after one lapsed. Never so many that the calls lost to lapsed leases in one
+        period of the limit could exceed 1% of it: past that, one call at a time.
+
+        Called by the key's one taker.
+        """
         cap = max(1, min(limit.amount // LEASE_SHARE, LEASE_CAP))
+        lease_key = _lease_key(limit, key)
+        now = time.monotonic()
         with self._lock:
-            lease = self._leases.get(_lease_key(limit, key))
-        if lease is None or not lease.allowed:
-            return 1
-        if lease.units <= 0 and lease.expires > time.monotonic():
-            return min(cap, max(1, 2 * lease.size))
-        return min(cap, max(1, lease.size - lease.units))
+            lease = self._leases.get(lease_key)
+            lost, since = self._lost.get(lease_key, (0, now))
+            if now - since >= limit.seconds:
+                lost, since = 0, now
+            if lease is None or not lease.allowed:
+                wanted = 1
+            elif lease.expires > now:
+                wanted = 2 * lease.size  # spent before it lapsed: demand is at least this
+            else:
+                wanted = lease.size - lease.units
+                lost += lease.units
+                lease.units = 0  # lost, and counted as lost once
+            self._lost[lease_key] = (lost, since)
+        return max(1, min(cap - lost, wanted))
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
         for lease_key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[lease_key]
             self._takers.pop(lease_key, None)
+            self._lost.pop(lease_key, None)
 
 
 def _lease_key(limit: Limit, key: str) -> LeaseKey:
