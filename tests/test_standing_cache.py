@@ -243,3 +243,31 @@ def _notify(url: str, payload: str) -> None:
             text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
         )
     engine.dispose()
+
+
+def test_emptying_the_tokens_table_with_plain_sql_counts_on_the_next_request(
+    server: LiveServer,
+) -> None:
+    # TRUNCATE fires no UPDATE or DELETE trigger: it needs triggers of its own.
+    tenant = server.tenant()
+    token = server.access_token(tenant)
+    assert server.me(token).status_code == 200
+
+    _sql(server, "TRUNCATE access_tokens CASCADE")
+
+    refused = server.me(token)
+    assert refused.status_code == 401
+    assert "not known" in refused.json()["error_description"]
+
+
+def test_a_token_renamed_with_plain_sql_is_no_longer_known(server: LiveServer) -> None:
+    tenant = server.tenant()
+    token = server.access_token(tenant)
+    assert server.me(token).status_code == 200
+    jti = server.services.tokens._verified_claims(token)["jti"]
+
+    _sql(server, "UPDATE access_tokens SET jti = 'moved-' || jti WHERE jti = :jti", jti=jti)
+
+    refused = server.me(token)
+    assert refused.status_code == 401
+    assert "not known" in refused.json()["error_description"]

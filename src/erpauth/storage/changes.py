@@ -1,9 +1,9 @@
 """Change notifications from PostgreSQL, for the caches of one process.
 
-Migration 0002 installs triggers that announce, on the ``erpauth_changes`` channel, every
-committed change that can alter whether an access token may be used (see its docstring for
-the payloads). ``ChangeFeed`` listens on one connection of its own and hands each payload to
-the subscribers.
+Migrations 0002 and 0003 install triggers that announce, on the ``erpauth_changes``
+channel, every committed change that can alter whether an access token may be used (see
+their docstrings for the payloads). ``ChangeFeed`` listens on one connection of its own and
+hands each payload to the subscribers.
 
 A cache that relies on the feed must trust its entries only while the feed is ``live``: when
 the listening connection breaks, notices sent meanwhile are lost, so subscribers are told to
