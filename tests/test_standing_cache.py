@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, event, text
 
@@ -271,3 +272,47 @@ def test_a_token_renamed_with_plain_sql_is_no_longer_known(server: LiveServer) -
     refused = server.me(token)
     assert refused.status_code == 401
     assert "not known" in refused.json()["error_description"]
+
+
+def test_a_notice_read_during_the_heartbeat_counts_before_a_kept_entry_is_used(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notice that arrives while the heartbeat query waits for its answer is read from the
+    # socket by that query and held by psycopg until the feed listens again: the socket
+    # looks empty meanwhile. The database answers the heartbeat slowly here, as under load.
+    heartbeats: list[float] = []
+    execute = psycopg.AsyncConnection.execute
+
+    async def slow_heartbeat(self: psycopg.AsyncConnection, query: object, *args: object) -> object:
+        if query == "SELECT 1":
+            heartbeats.append(time.monotonic())
+            query = "SELECT pg_sleep(0.6)"
+        return await execute(self, query, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", slow_heartbeat)
+    settings = Settings(database_url=database_url, data_dir=tmp_path)
+    feed = ChangeFeed(libpq_url(settings.resolved_database_url()), heartbeat=1.0)
+    cache = StandingCache(feed, max_age=60)
+
+    async def served_after_revocation() -> bool:
+        feed.start()
+        while not feed.live:
+            await asyncio.sleep(0.01)
+        cache.put(
+            "token-a", Standing("jti-a", None, object(), 0.0, time.monotonic()), cache.generation
+        )
+        deadline = time.monotonic() + 5
+        while not heartbeats:
+            assert time.monotonic() < deadline, "no heartbeat"
+            await asyncio.sleep(0.005)
+        await asyncio.to_thread(_notify, settings.resolved_database_url(), "token:jti-a")
+        await asyncio.sleep(0.1)  # the notice reaches this process; the heartbeat still waits
+        assert time.monotonic() - heartbeats[0] < 0.5, "the heartbeat answered too soon"
+        # What the bearer check does with a kept entry.
+        served = cache.get("token-a") is not None and (
+            not cache.behind() or (await cache.catch_up() and cache.get("token-a") is not None)
+        )
+        await feed.stop()
+        return served
+
+    assert not asyncio.run(served_after_revocation())
