@@ -7,12 +7,16 @@ every request (the other test modules cover that path on both databases).
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import jwt
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import create_engine, event, text
 
 from erpauth.config import Settings
@@ -20,7 +24,7 @@ from erpauth.domain.standing import Standing, StandingCache
 from erpauth.storage.changes import APPLICATION_NAME, CHANNEL, ChangeFeed, libpq_url
 from tests.conftest import postgres_available
 from tests.lifecycle import cli_json, run_cli, token_pair
-from tests.support import LiveServer, live_server, make_settings, postgres_database
+from tests.support import ME_PATH, LiveServer, live_server, make_settings, postgres_database
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +320,44 @@ def test_a_notice_read_during_the_heartbeat_counts_before_a_kept_entry_is_used(
         return served
 
     assert not asyncio.run(served_after_revocation())
+
+
+def test_a_token_with_an_unknown_key_does_not_stall_other_requests_while_keys_load(
+    server: LiveServer,
+) -> None:
+    # A token naming a kid this process has not seen makes it reload its keys. While that
+    # read waits (here on a lock someone holds on signing_keys), other requests must go on.
+    tenant = server.tenant()
+    token = server.access_token(tenant)
+    assert server.me(token).status_code == 200  # kept: answered without the database
+    forged = jwt.encode(
+        {"sub": "x", "jti": "x"},
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": "unknown-" + os.urandom(4).hex()},
+    )
+    keys = server.services.keys
+    _wait_for(lambda: time.monotonic() - keys._loaded_at > 1.5, seconds=5)
+
+    engine = create_engine(server.settings.resolved_database_url())
+    forged_answer: list[int] = []
+    try:
+        with engine.begin() as locker:
+            locker.execute(text("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE"))
+            sender = threading.Thread(
+                target=lambda: forged_answer.append(server.me(forged).status_code), daemon=True
+            )
+            sender.start()
+            time.sleep(0.3)  # the forged token's request is waiting for the keys
+            with httpx.Client(base_url=server.url, timeout=2) as http:
+                try:
+                    answer = http.get(ME_PATH, headers={"Authorization": f"Bearer {token}"})
+                    status = answer.status_code
+                except httpx.TimeoutException:
+                    status = None
+        sender.join(timeout=10)
+    finally:
+        engine.dispose()
+
+    assert status == 200
+    assert forged_answer == [401]

@@ -1,5 +1,6 @@
 """Access tokens: issuing signed JWTs, checking them on every request, revoking them."""
 
+import asyncio
 import logging
 import secrets
 import time
@@ -186,7 +187,12 @@ class TokenService:
             return cached.context
 
         generation = self.standing.generation
-        claims = self._verified_claims(token)
+        if self._keys.would_reload(self._kid(token)):
+            # The key ring is read from the database first: never on the event loop, where a
+            # slow or locked read would hold up every request of the process.
+            claims = await asyncio.to_thread(self._verified_claims, token)
+        else:
+            claims = self._verified_claims(token)
         jti = claims["jti"]
         async with engine.connect() as connection:
             row = (await connection.execute(_TOKEN_STATE, {"jti": jti})).first()
@@ -217,6 +223,16 @@ class TokenService:
         claims = self._verify_signature(token)
         self._verified.put(token, (jwt.get_unverified_header(token)["kid"], claims))
         return claims
+
+    def _kid(self, token: str) -> str:
+        """The kid a token names, as ``_verified_claims`` will look it up; "" if unreadable."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached[0]
+        try:
+            return str(jwt.get_unverified_header(token).get("kid", ""))
+        except jwt.InvalidTokenError:
+            return ""
 
     def _verify_signature(self, token: str) -> dict:
         try:
