@@ -74,6 +74,8 @@ class KeyRing:
         self._database = database
         self._box = box
         self._lock = threading.Lock()
+        # Requests naming unknown kids at once (anyone can send such a token) share one reload.
+        self._unknown_kid_lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._signing: LoadedKey | None = None
         self._loaded_at = 0.0
@@ -89,7 +91,9 @@ class KeyRing:
         key = self._keys.get(kid)
         if key is None and time.monotonic() - self._loaded_at > UNKNOWN_KID_RELOAD_SECONDS:
             # A kid we have not seen may belong to a key another instance just made.
-            self.reload()
+            with self._unknown_kid_lock:
+                if time.monotonic() - self._loaded_at > UNKNOWN_KID_RELOAD_SECONDS:
+                    self.reload()
             key = self._keys.get(kid)
         return key
 
