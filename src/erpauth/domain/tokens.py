@@ -187,7 +187,8 @@ class TokenService:
             return cached.context
 
         generation = self.standing.generation
-        if self._keys.would_reload(self._kid(token)):
+        kid = self._kid(token)
+        if kid is not None and self._keys.would_reload(kid):
             # The key ring is read from the database first: never on the event loop, where a
             # slow or locked read would hold up every request of the process.
             claims = await asyncio.to_thread(self._verified_claims, token)
@@ -224,15 +225,15 @@ class TokenService:
         self._verified.put(token, (jwt.get_unverified_header(token)["kid"], claims))
         return claims
 
-    def _kid(self, token: str) -> str:
-        """The kid a token names, as ``_verified_claims`` will look it up; "" if unreadable."""
+    def _kid(self, token: str) -> str | None:
+        """The kid a token names, as ``_verified_claims`` looks it up; None if unreadable."""
         cached = self._verified.get(token)
         if cached is not None:
             return cached[0]
         try:
             return str(jwt.get_unverified_header(token).get("kid", ""))
         except jwt.InvalidTokenError:
-            return ""
+            return None  # refused as malformed before any key is looked up
 
     def _verify_signature(self, token: str) -> dict:
         try:
