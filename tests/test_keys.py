@@ -1,8 +1,11 @@
 """Signing key rotation with the CLI: rotate, list, retire; ``kid`` picks the key."""
 
 import json
+import threading
+import time
 
 import jwt
+import pytest
 from sqlalchemy import select
 
 from erpauth.storage.models import AuditEvent
@@ -107,3 +110,34 @@ def test_key_rotation_and_retirement_are_audited(live: LiveServer) -> None:
 
     assert ("signing_key.rotate", rotated["kid"]) in {(k, d.get("kid")) for k, d in events}
     assert ("signing_key.retire", previous["kid"]) in {(k, d.get("kid")) for k, d in events}
+
+
+def test_tokens_naming_unknown_kids_at_once_share_one_reload(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Anyone can send a token naming a kid that does not exist; many at once must not each
+    # read the keys from the database.
+    keys = live.services.keys
+    reload = keys.reload
+    reloads: list[float] = []
+
+    def slow_reload() -> None:
+        reloads.append(time.monotonic())
+        time.sleep(0.2)
+        reload()
+
+    monkeypatch.setattr(keys, "reload", slow_reload)
+    monkeypatch.setattr(keys, "_loaded_at", time.monotonic() - 5)
+    start = threading.Barrier(8)
+
+    def look_up() -> None:
+        start.wait(timeout=10)
+        assert keys.verification_key("no-such-kid") is None
+
+    threads = [threading.Thread(target=look_up) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert len(reloads) == 1

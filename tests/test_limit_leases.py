@@ -7,6 +7,8 @@ processes sharing a limit.
 import secrets
 import sys
 import threading
+import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,9 +16,10 @@ from typing import TypeVar
 import pytest
 from limits import RateLimitItemPerSecond
 
+from erpauth.abuse import limits as limits_module
 from erpauth.abuse.limits import LEASE_SHARE, Limit, Limiter
 from erpauth.abuse.storage import Backend, CounterStore
-from tests.support import LIMITS_KEY_PREFIX, make_settings
+from tests.support import LIMITS_KEY_PREFIX, inside_one_window, make_settings
 
 T = TypeVar("T")
 
@@ -162,3 +165,32 @@ def test_requests_that_find_a_lease_spent_together_take_one_new_lease(
     # Counted but not (yet) admitted: at most what this process holds, one lease.
     assert admitted == 16_000
     assert 0 <= counted - admitted <= limit.amount // LEASE_SHARE
+
+
+def test_bursty_traffic_well_under_the_limit_is_never_refused(
+    tmp_path: Path, limits_storage: str | None, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes; each second, each gets a burst of 64 calls, then a second with 1 call:
+    # 3,900 calls in a minute against a limit of 6,000. The leases' clock is simulated (a
+    # second passes between bursts); the counting window is real, so every call falls in it.
+    now = [0.0]
+    monkeypatch.setattr(
+        limits_module, "time", types.SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+    )
+    inside_one_window()
+    store = _store(tmp_path, limits_storage, prefix)
+    processes = [Limiter(store), Limiter(store)]
+    limit = Limit("test_bursty", 6_000)
+
+    refused = 0
+    for second in range(60):
+        burst = 64 if second % 2 == 0 else 1
+        for limiter in processes:
+            for call in range(burst):
+                now[0] = second * 1.05 + call * 0.001
+                usage = limiter.hit(limit, "company", fail_open=False)
+                assert usage is not None
+                refused += not usage.allowed
+
+    assert (64 + 1) * 30 * len(processes) + 2 * limit.amount // LEASE_SHARE <= limit.amount
+    assert refused == 0

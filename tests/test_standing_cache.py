@@ -7,11 +7,16 @@ every request (the other test modules cover that path on both databases).
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import jwt
+import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import create_engine, event, text
 
 from erpauth.config import Settings
@@ -19,7 +24,7 @@ from erpauth.domain.standing import Standing, StandingCache
 from erpauth.storage.changes import APPLICATION_NAME, CHANNEL, ChangeFeed, libpq_url
 from tests.conftest import postgres_available
 from tests.lifecycle import cli_json, run_cli, token_pair
-from tests.support import LiveServer, live_server, make_settings, postgres_database
+from tests.support import ME_PATH, LiveServer, live_server, make_settings, postgres_database
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +248,116 @@ def _notify(url: str, payload: str) -> None:
             text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
         )
     engine.dispose()
+
+
+def test_emptying_the_tokens_table_with_plain_sql_counts_on_the_next_request(
+    server: LiveServer,
+) -> None:
+    # TRUNCATE fires no UPDATE or DELETE trigger: it needs triggers of its own.
+    tenant = server.tenant()
+    token = server.access_token(tenant)
+    assert server.me(token).status_code == 200
+
+    _sql(server, "TRUNCATE access_tokens CASCADE")
+
+    refused = server.me(token)
+    assert refused.status_code == 401
+    assert "not known" in refused.json()["error_description"]
+
+
+def test_a_token_renamed_with_plain_sql_is_no_longer_known(server: LiveServer) -> None:
+    tenant = server.tenant()
+    token = server.access_token(tenant)
+    assert server.me(token).status_code == 200
+    jti = server.services.tokens._verified_claims(token)["jti"]
+
+    _sql(server, "UPDATE access_tokens SET jti = 'moved-' || jti WHERE jti = :jti", jti=jti)
+
+    refused = server.me(token)
+    assert refused.status_code == 401
+    assert "not known" in refused.json()["error_description"]
+
+
+def test_a_notice_read_during_the_heartbeat_counts_before_a_kept_entry_is_used(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notice that arrives while the heartbeat query waits for its answer is read from the
+    # socket by that query and held by psycopg until the feed listens again: the socket
+    # looks empty meanwhile. The database answers the heartbeat slowly here, as under load.
+    heartbeats: list[float] = []
+    execute = psycopg.AsyncConnection.execute
+
+    async def slow_heartbeat(self: psycopg.AsyncConnection, query: object, *args: object) -> object:
+        if query == "SELECT 1":
+            heartbeats.append(time.monotonic())
+            query = "SELECT pg_sleep(0.6)"
+        return await execute(self, query, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", slow_heartbeat)
+    settings = Settings(database_url=database_url, data_dir=tmp_path)
+    feed = ChangeFeed(libpq_url(settings.resolved_database_url()), heartbeat=1.0)
+    cache = StandingCache(feed, max_age=60)
+
+    async def served_after_revocation() -> bool:
+        feed.start()
+        while not feed.live:
+            await asyncio.sleep(0.01)
+        cache.put(
+            "token-a", Standing("jti-a", None, object(), 0.0, time.monotonic()), cache.generation
+        )
+        deadline = time.monotonic() + 5
+        while not heartbeats:
+            assert time.monotonic() < deadline, "no heartbeat"
+            await asyncio.sleep(0.005)
+        await asyncio.to_thread(_notify, settings.resolved_database_url(), "token:jti-a")
+        await asyncio.sleep(0.1)  # the notice reaches this process; the heartbeat still waits
+        assert time.monotonic() - heartbeats[0] < 0.5, "the heartbeat answered too soon"
+        # What the bearer check does with a kept entry.
+        served = cache.get("token-a") is not None and (
+            not cache.behind() or (await cache.catch_up() and cache.get("token-a") is not None)
+        )
+        await feed.stop()
+        return served
+
+    assert not asyncio.run(served_after_revocation())
+
+
+def test_a_token_with_an_unknown_key_does_not_stall_other_requests_while_keys_load(
+    server: LiveServer,
+) -> None:
+    # A token naming a kid this process has not seen makes it reload its keys. While that
+    # read waits (here on a lock someone holds on signing_keys), other requests must go on.
+    tenant = server.tenant()
+    token = server.access_token(tenant)
+    assert server.me(token).status_code == 200  # kept: answered without the database
+    forged = jwt.encode(
+        {"sub": "x", "jti": "x"},
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": "unknown-" + os.urandom(4).hex()},
+    )
+    keys = server.services.keys
+    _wait_for(lambda: time.monotonic() - keys._loaded_at > 1.5, seconds=5)
+
+    engine = create_engine(server.settings.resolved_database_url())
+    forged_answer: list[int] = []
+    try:
+        with engine.begin() as locker:
+            locker.execute(text("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE"))
+            sender = threading.Thread(
+                target=lambda: forged_answer.append(server.me(forged).status_code), daemon=True
+            )
+            sender.start()
+            time.sleep(0.3)  # the forged token's request is waiting for the keys
+            with httpx.Client(base_url=server.url, timeout=2) as http:
+                try:
+                    answer = http.get(ME_PATH, headers={"Authorization": f"Bearer {token}"})
+                    status = answer.status_code
+                except httpx.TimeoutException:
+                    status = None
+        sender.join(timeout=10)
+    finally:
+        engine.dispose()
+
+    assert status == 200
+    assert forged_answer == [401]

@@ -1,5 +1,6 @@
 """Access tokens: issuing signed JWTs, checking them on every request, revoking them."""
 
+import asyncio
 import logging
 import secrets
 import time
@@ -186,7 +187,13 @@ class TokenService:
             return cached.context
 
         generation = self.standing.generation
-        claims = self._verified_claims(token)
+        kid = self._kid(token)
+        if kid is not None and self._keys.would_reload(kid):
+            # The key ring is read from the database first: never on the event loop, where a
+            # slow or locked read would hold up every request of the process.
+            claims = await asyncio.to_thread(self._verified_claims, token)
+        else:
+            claims = self._verified_claims(token)
         jti = claims["jti"]
         async with engine.connect() as connection:
             row = (await connection.execute(_TOKEN_STATE, {"jti": jti})).first()
@@ -217,6 +224,16 @@ class TokenService:
         claims = self._verify_signature(token)
         self._verified.put(token, (jwt.get_unverified_header(token)["kid"], claims))
         return claims
+
+    def _kid(self, token: str) -> str | None:
+        """The kid a token names, as ``_verified_claims`` looks it up; None if unreadable."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached[0]
+        try:
+            return str(jwt.get_unverified_header(token).get("kid", ""))
+        except jwt.InvalidTokenError:
+            return None  # refused as malformed before any key is looked up
 
     def _verify_signature(self, token: str) -> dict:
         try:

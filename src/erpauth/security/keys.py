@@ -22,6 +22,8 @@ ALGORITHM = "ES256"
 # How often a process re-reads the key table, so a key rotated through one instance
 # is used by every other instance soon after.
 RELOAD_SECONDS = 30.0
+# A kid not seen may be a key another instance just made: looked for at most this often.
+UNKNOWN_KID_RELOAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class KeyRing:
         self._database = database
         self._box = box
         self._lock = threading.Lock()
+        # Requests naming unknown kids at once (anyone can send such a token) share one reload.
+        self._unknown_kid_lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._signing: LoadedKey | None = None
         self._loaded_at = 0.0
@@ -85,15 +89,22 @@ class KeyRing:
     def verification_key(self, kid: str) -> LoadedKey | None:
         self._reload_if_stale()
         key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._loaded_at > 1.0:
+        if key is None and time.monotonic() - self._loaded_at > UNKNOWN_KID_RELOAD_SECONDS:
             # A kid we have not seen may belong to a key another instance just made.
-            self.reload()
+            with self._unknown_kid_lock:
+                if time.monotonic() - self._loaded_at > UNKNOWN_KID_RELOAD_SECONDS:
+                    self.reload()
             key = self._keys.get(kid)
         return key
 
     def jwks(self) -> dict[str, Any]:
         self._reload_if_stale()
         return {"keys": [key.public_jwk for key in self._keys.values()]}
+
+    def would_reload(self, kid: str) -> bool:
+        """True when ``verification_key(kid)`` would read the database before answering."""
+        age = time.monotonic() - self._loaded_at
+        return age > RELOAD_SECONDS or (kid not in self._keys and age > UNKNOWN_KID_RELOAD_SECONDS)
 
     def reload(self) -> None:
         started = time.monotonic()

@@ -1,9 +1,9 @@
 """Change notifications from PostgreSQL, for the caches of one process.
 
-Migration 0002 installs triggers that announce, on the ``erpauth_changes`` channel, every
-committed change that can alter whether an access token may be used (see its docstring for
-the payloads). ``ChangeFeed`` listens on one connection of its own and hands each payload to
-the subscribers.
+Migrations 0002 and 0003 install triggers that announce, on the ``erpauth_changes``
+channel, every committed change that can alter whether an access token may be used (see
+their docstrings for the payloads). ``ChangeFeed`` listens on one connection of its own and
+hands each payload to the subscribers.
 
 A cache that relies on the feed must trust its entries only while the feed is ``live``: when
 the listening connection breaks, notices sent meanwhile are lost, so subscribers are told to
@@ -51,6 +51,9 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._poller: select.poll | None = None  # on the listening socket, while live
         self._quiet_until = 0.0
+        # While the heartbeat query waits for its answer, a notice that arrives is read from
+        # the socket by that query and held back by psycopg until the feed listens again.
+        self._heartbeat_pending = False
         self.live = False
         # Notices handed out since the process started; tests and the benchmark read it.
         self.received = 0
@@ -71,7 +74,7 @@ class ChangeFeed:
         ``POLL_SECONDS``: busy processes then poll about once a millisecond, not once a
         request.
         """
-        if self._poller is None:
+        if self._poller is None or self._heartbeat_pending:
             return True
         now = time.monotonic()
         if now < self._quiet_until:
@@ -141,7 +144,11 @@ class ChangeFeed:
             while True:
                 async for notice in connection.notifies(timeout=self._heartbeat):
                     self._dispatch(notice.payload)
-                await asyncio.wait_for(connection.execute("SELECT 1"), timeout=self._heartbeat)
+                self._heartbeat_pending = True
+                try:
+                    await asyncio.wait_for(connection.execute("SELECT 1"), timeout=self._heartbeat)
+                finally:
+                    self._heartbeat_pending = False
         finally:
             self._poller = None
             self._set_live(False)
