@@ -7,14 +7,17 @@ hands each payload to the subscribers.
 
 A cache that relies on the feed must trust its entries only while the feed is ``live``: when
 the listening connection breaks, notices sent meanwhile are lost, so subscribers are told to
-forget everything (``RESET``), and again once the feed listens anew. The feed proves the
-connection alive with a query every ``heartbeat`` seconds, so a connection that died silently
-is noticed within two heartbeats.
+forget everything (``RESET``), and again once the feed listens anew. Every ``heartbeat``
+seconds the feed sends itself a notice on the channel and expects it back by the next one, so
+a connection that died silently, or a path that swallows notices (a connection pooler in
+transaction mode), is noticed within two heartbeats.
 """
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import select
 import time
 from collections.abc import Callable
@@ -33,6 +36,13 @@ RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 POLL_SECONDS = 0.001
 
 Subscriber = Callable[[str], None]
+# Each feed proves every heartbeat that notices reach it by sending itself one; the other
+# feeds on the channel see it too and pass over it.
+HEARTBEAT_PREFIX = "heartbeat:"
+
+
+class NoticesNotDelivered(Exception):
+    """The listening connection works, but a notice sent on the channel did not arrive."""
 
 
 def libpq_url(sqlalchemy_url: str) -> str:
@@ -51,6 +61,7 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._poller: select.poll | None = None  # on the listening socket, while live
         self._quiet_until = 0.0
+        self._failures = 0  # in a row, since the feed was last live
         # While the heartbeat query waits for its answer, a notice that arrives is read from
         # the socket by that query and held back by psycopg until the feed listens again.
         self._heartbeat_pending = False
@@ -104,12 +115,12 @@ class ChangeFeed:
         self._set_live(False)
 
     async def _run(self) -> None:
-        failures = 0
         while True:
             try:
                 await self._listen()
-            except (psycopg.Error, OSError, TimeoutError) as exc:
+            except (psycopg.Error, OSError, TimeoutError, NoticesNotDelivered) as exc:
                 self._set_live(False)
+                failures = self._failures
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 if failures == 0:
                     # One line per outage; the caches are bypassed until the feed is back.
@@ -123,10 +134,8 @@ class ChangeFeed:
                             }
                         },
                     )
-                failures += 1
+                self._failures += 1
                 await asyncio.sleep(delay)
-            else:  # pragma: no cover - _listen only returns by raising
-                failures = 0
 
     async def _listen(self) -> None:
         connection = await asyncio.wait_for(
@@ -140,13 +149,28 @@ class ChangeFeed:
             poller = select.poll()
             poller.register(connection.fileno(), select.POLLIN)
             self._poller = poller
-            self._set_live(True)
-            while True:
-                async for notice in connection.notifies(timeout=self._heartbeat):
-                    self._dispatch(notice.payload)
+            # Live only once a first notice of its own has come back, and for as long as each
+            # heartbeat's does.
+            awaited: str | None = None  # this feed's last heartbeat notice, until it is back
+            for beat in itertools.count():
+                if beat > 0:
+                    async for notice in connection.notifies(timeout=self._heartbeat):
+                        if notice.payload == awaited:
+                            awaited = None
+                            self._set_live(True)
+                        elif not notice.payload.startswith(HEARTBEAT_PREFIX):
+                            self._dispatch(notice.payload)
+                if awaited is not None:
+                    # The connection answers but notices do not arrive (a pooler in
+                    # transaction mode, say): trusting kept standings would be wrong.
+                    raise NoticesNotDelivered("the heartbeat notice did not come back")
+                awaited = f"{HEARTBEAT_PREFIX}{os.getpid()}:{id(self)}:{beat}"
                 self._heartbeat_pending = True
                 try:
-                    await asyncio.wait_for(connection.execute("SELECT 1"), timeout=self._heartbeat)
+                    await asyncio.wait_for(
+                        connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, awaited)),
+                        timeout=self._heartbeat,
+                    )
                 finally:
                     self._heartbeat_pending = False
         finally:
@@ -162,6 +186,7 @@ class ChangeFeed:
         # Going down, entries may go stale; coming up, notices of the gap were never seen.
         self._dispatch(RESET)
         if live:
+            self._failures = 0
             log.info("listening for change notices", extra={"fields": {"event": "changes.up"}})
 
     def _dispatch(self, payload: str) -> None:
