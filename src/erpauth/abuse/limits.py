@@ -7,11 +7,12 @@ still overlaps, stay within the limit.
 A busy key does not ask the counter store on every request. Each process takes calls from the
 store in advance, a *lease*, and admits requests from it locally until it is spent or a second
 old. Every admitted call was counted in the store before it was admitted, so a limit is never
-exceeded, however many processes share it; what a process took and did not use within the
-second is lost, so a process may refuse a little early. Leases start at one call (one request,
-one count: exact for light traffic) and double while a key keeps spending them, up to 1% of
-the limit; a lease that expired unspent shrinks the next one to what was used. Once a process
-has lost 1% of a limit in one period of it, it takes one call at a time until the period ends.
+exceeded, however many processes share it. Leases start at one call (one request, one count:
+exact for light traffic) and double while a key keeps spending them, up to 1% of the limit and
+a tenth of what the store has left; a lease that lapsed shrinks the next one to what was used,
+and hands it what it did not use if the next one comes within a few seconds (those calls were
+counted a little before they are made). Calls a process took and never used are lost to the
+count, so a busy company can be refused a little before its limit.
 """
 
 import functools
@@ -86,6 +87,12 @@ LEASE_SECONDS = 1.0
 # A lease never holds more than this share of a limit, nor more than LEASE_CAP calls.
 LEASE_SHARE = 100
 LEASE_CAP = 10_000
+# Nor more than this share of what the store had left when the process last asked.
+REMAINING_SHARE = 10
+# Calls a lapsed lease still held are kept for the next lease if it is taken this soon after:
+# they were counted a few seconds before they are used, which a one-minute window hardly
+# notices, and dropping them would waste what bursty traffic takes.
+CARRY_SECONDS = 5.0
 
 
 LeaseKey = tuple[str, int, int, str]  # limit name, amount, seconds; the key counted
@@ -112,8 +119,6 @@ class Limiter:
         # One taker per key at a time: requests that find a lease spent together must not
         # each take a new one from the store.
         self._takers: dict[LeaseKey, threading.Lock] = {}
-        # Per key: calls taken and left unused in the current period, and when it began.
-        self._lost: dict[LeaseKey, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def hit(self, limit: Limit, key: str, *, fail_open: bool) -> Usage | None:
@@ -155,14 +160,20 @@ class Limiter:
             self._lock.release()
 
     def _take(self, limit: Limit, key: str, *, fail_open: bool) -> Usage | None:
+        """Takes a new lease for the key (called by its one taker), and counts one call."""
+        size, carried = self._next_size(limit, key)
+        if carried >= size:
+            # What the lapsed lease still held covers this one: nothing to ask the store.
+            return self._renew(limit, key, carried)
+
         item = RateLimitItemPerSecond(limit.amount, limit.seconds, namespace=limit.name)
         stored_key = key_part(key)
-        size = self._next_size(limit, key)
+        wanted = size - carried
 
         def count(backend: Backend) -> tuple[bool, int, int, float]:
-            took = size
-            allowed = backend.window.hit(item, stored_key, cost=size)
-            if not allowed and size > 1:
+            took = wanted
+            allowed = backend.window.hit(item, stored_key, cost=wanted)
+            if not allowed and wanted > 1:
                 # Near the limit a whole lease no longer fits, but one more call may.
                 took = 1
                 allowed = backend.window.hit(item, stored_key)
@@ -173,14 +184,16 @@ class Limiter:
         if outcome is None:
             return None
         allowed, took, remaining, reset_at = outcome
+        if not allowed and carried:
+            return self._renew(limit, key, carried)
         lifetime = LEASE_SECONDS
         if not allowed:
             # A refusal is remembered until a call may fit again, at most for the lease time,
             # so that a flood of refused requests does not become a flood on the store.
             lifetime = min(LEASE_SECONDS, max(0.0, reset_at - time.time()))
         lease = _Lease(
-            units=took - 1 if allowed else 0,
-            size=took if allowed else 0,
+            units=carried + took - 1 if allowed else 0,
+            size=carried + took if allowed else 0,
             expires=time.monotonic() + lifetime,
             store_remaining=remaining,
             reset_at=reset_at,
@@ -196,38 +209,42 @@ class Limiter:
                 self._forget_expired()
         return _usage(limit, lease, allowed=allowed)
 
-    def _next_size(self, limit: Limit, key: str) -> int:
-        """How many calls to take: one at first; double after a lease was spent in time; what
-        was used after one lapsed. Never so many that the calls lost to lapsed leases in one
-        period of the limit could exceed 1% of it: past that, one call at a time.
+    def _renew(self, limit: Limit, key: str, carried: int) -> Usage:
+        """A new lifetime for calls a lapsed lease held; this request uses one of them."""
+        with self._lock:
+            lease = self._leases[_lease_key(limit, key)]
+            lease.units, lease.size = carried - 1, carried
+            lease.expires = time.monotonic() + LEASE_SECONDS
+            return _usage(limit, lease, allowed=True)
 
-        Called by the key's one taker.
+    def _next_size(self, limit: Limit, key: str) -> tuple[int, int]:
+        """How many calls the next lease should hold, and how many of them the lapsed lease
+        still holds (counted already, so not to be taken again).
+
+        One call at first; twice the last lease when it was spent in time; what was used of
+        it when it lapsed. Never more than 1% of the limit, nor more than a tenth of what the
+        store had left at the last take: near the limit, leases shrink to one call.
         """
         cap = max(1, min(limit.amount // LEASE_SHARE, LEASE_CAP))
-        lease_key = _lease_key(limit, key)
         now = time.monotonic()
         with self._lock:
-            lease = self._leases.get(lease_key)
-            lost, since = self._lost.get(lease_key, (0, now))
-            if now - since >= limit.seconds:
-                lost, since = 0, now
+            lease = self._leases.get(_lease_key(limit, key))
             if lease is None or not lease.allowed:
-                wanted = 1
-            elif lease.expires > now:
-                wanted = 2 * lease.size  # spent before it lapsed: demand is at least this
-            else:
-                wanted = lease.size - lease.units
-                lost += lease.units
-                lease.units = 0  # lost, and counted as lost once
-            self._lost[lease_key] = (lost, since)
-        return max(1, min(cap - lost, wanted))
+                return 1, 0
+            cap = max(1, min(cap, lease.store_remaining // REMAINING_SHARE))
+            if lease.expires > now:
+                return max(1, min(cap, 2 * lease.size)), 0  # spent in time: demand is higher
+            used = lease.size - lease.units
+            carried = lease.units if now - lease.expires < CARRY_SECONDS else 0
+            lease.units = 0  # carried over at most once
+        return max(1, min(cap, used)), carried
 
     def _forget_expired(self) -> None:
-        now = time.monotonic()
+        # Not those whose calls the next lease may still carry over.
+        now = time.monotonic() - CARRY_SECONDS
         for lease_key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[lease_key]
             self._takers.pop(lease_key, None)
-            self._lost.pop(lease_key, None)
 
 
 def _lease_key(limit: Limit, key: str) -> LeaseKey:
