@@ -89,8 +89,7 @@ def main() -> int:
                 with _server(env, args.port + 1, args.workers) as second:
                     rows += _two_instances(args, first, second, demo, grant, protected)
             if "scale" in wanted:
-                baseline_p99 = float(protected.result.split("p99 ")[1].split(" ms")[0])
-                rows.append(_scale(args, first, token, services, baseline_p99))
+                rows += _scale(args, env, first, token, services)
         services.close()
 
     _report(args, rows)
@@ -436,20 +435,48 @@ def _revocation_crossover(first: Server, second: Server, demo: dict, form: dict)
 
 
 def _scale(
-    args: argparse.Namespace, server: Server, token: str, services, baseline_p99: float
-) -> Row:
-    _log(f"growing to {args.tokens} tokens and {args.operators} operators …")
-    grow_to_scale(services, "DEMO", operators=args.operators, tokens=args.tokens, start=10_000_000)
-    issued = count_access_tokens(services)
+    args: argparse.Namespace, env: dict[str, str], first: Server, token: str, services
+) -> list[Row]:
+    """p99 of the bearer check at ~1,000 and at 1,000,000 tokens, reading the database.
+
+    A kept standing needs no query at all, so the comparison is made on a second instance
+    with the standing cache off (``ERPAUTH_STANDING_CACHE_SECONDS=0``): every request reads
+    its token's standing, as a token's first request in a process does. Three runs each, the
+    median p99 of each compared.
+    """
     bearer = header_script({"Authorization": f"Bearer {token}"})
-    result, _ = _load(args, server, "/benchmark/protected", bearer)
-    growth = result.p99_ms / baseline_p99 - 1
-    return Row(
-        f"4. validation at {issued:,} issued tokens (p99 {growth:+.0%} vs ~1,000)",
-        result.summary,
-        "p99 grows ≤ 20%",
-        growth <= 0.20 and result.errors == 0,
-    )
+    cold_env = {**env, "ERPAUTH_STANDING_CACHE_SECONDS": "0"}
+    with _server(cold_env, args.port + 2, args.workers) as cold:
+        _load(args, cold, "/benchmark/protected", bearer)  # warm-up
+        before = [_load(args, cold, "/benchmark/protected", bearer)[0] for _ in range(ROUNDS)]
+        _log(f"growing to {args.tokens} tokens and {args.operators} operators …")
+        grow_to_scale(
+            services, "DEMO", operators=args.operators, tokens=args.tokens, start=10_000_000
+        )
+        issued = count_access_tokens(services)
+        after = [_load(args, cold, "/benchmark/protected", bearer)[0] for _ in range(ROUNDS)]
+    kept = [_load(args, first, "/benchmark/protected", bearer)[0] for _ in range(ROUNDS)]
+
+    p99_before = statistics.median(run.p99_ms for run in before)
+    p99_after = statistics.median(run.p99_ms for run in after)
+    growth = p99_after / p99_before - 1
+    middle = sorted(after, key=lambda run: run.requests_per_second)[len(after) // 2]
+    kept_middle = sorted(kept, key=lambda run: run.requests_per_second)[len(kept) // 2]
+    return [
+        Row(
+            f"4. validation reading the database, {issued:,} issued tokens "
+            f"(median p99 {p99_before:.1f} → {p99_after:.1f} ms, {growth:+.0%})",
+            middle.summary,
+            "p99 grows ≤ 20%",
+            growth <= 0.20 and all(run.errors == 0 for run in before + after),
+        ),
+        Row(
+            f"4. validation with the standing kept, {issued:,} issued tokens",
+            kept_middle.summary,
+            "for the record",
+            None,
+        ),
+    ]
 
 
 def _report(args: argparse.Namespace, rows: list[Row]) -> None:
