@@ -448,27 +448,27 @@ def _scale(
     cold_env = {**env, "ERPAUTH_STANDING_CACHE_SECONDS": "0"}
     with _server(cold_env, args.port + 2, args.workers) as cold:
         _load(args, cold, "/benchmark/protected", bearer)  # warm-up
-        before = [_load(args, cold, "/benchmark/protected", bearer)[0] for _ in range(ROUNDS)]
+        before = [_load(args, cold, "/benchmark/protected", bearer) for _ in range(ROUNDS)]
         _log(f"growing to {args.tokens} tokens and {args.operators} operators …")
         grow_to_scale(
             services, "DEMO", operators=args.operators, tokens=args.tokens, start=10_000_000
         )
         issued = count_access_tokens(services)
-        after = [_load(args, cold, "/benchmark/protected", bearer)[0] for _ in range(ROUNDS)]
-    kept = [_load(args, first, "/benchmark/protected", bearer)[0] for _ in range(ROUNDS)]
+        after = [_load(args, cold, "/benchmark/protected", bearer) for _ in range(ROUNDS)]
+    kept = [_load(args, first, "/benchmark/protected", bearer) for _ in range(ROUNDS)]
 
-    p99_before = statistics.median(run.p99_ms for run in before)
-    p99_after = statistics.median(run.p99_ms for run in after)
+    p99_before = statistics.median(run.p99_ms for run, _ in before)
+    p99_after = statistics.median(run.p99_ms for run, _ in after)
     growth = p99_after / p99_before - 1
-    middle = sorted(after, key=lambda run: run.requests_per_second)[len(after) // 2]
-    kept_middle = sorted(kept, key=lambda run: run.requests_per_second)[len(kept) // 2]
+    middle, _ = _median_run(after)
+    kept_middle, _ = _median_run(kept)
     return [
         Row(
             f"4. validation reading the database, {issued:,} issued tokens "
             f"(median p99 {p99_before:.1f} → {p99_after:.1f} ms, {growth:+.0%})",
             middle.summary,
             "p99 grows ≤ 20%",
-            growth <= 0.20 and all(run.errors == 0 for run in before + after),
+            growth <= 0.20 and all(run.errors == 0 for run, _ in before + after),
         ),
         Row(
             f"4. validation with the standing kept, {issued:,} issued tokens",

@@ -98,10 +98,8 @@ def test_a_refusal_is_remembered_briefly_instead_of_asking_again(
     store = _store(tmp_path, limits_storage, prefix)
     limiter = Limiter(store)
     limit = Limit("test_refused", 2)
-    assert [limiter.hit(limit, "client", fail_open=False).allowed for _ in range(2)] == [  # type: ignore[union-attr]
-        True,
-        True,
-    ]
+    admitted = [limiter.hit(limit, "client", fail_open=False) for _ in range(2)]
+    assert [usage is not None and usage.allowed for usage in admitted] == [True, True]
     asked = store.asked
 
     refusals = [limiter.hit(limit, "client", fail_open=False) for _ in range(50)]

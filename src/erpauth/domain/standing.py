@@ -105,9 +105,6 @@ class StandingCache:
         """Drops every entry, and any read now under way (as a change notice does)."""
         self._on_change(RESET)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def _drop(self, jti: str) -> None:
         token = self._tokens.pop(jti, None)
         if token is not None:
