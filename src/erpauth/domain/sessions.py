@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Exists, distinct, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from erpauth.domain.errors import NotFound
@@ -78,6 +78,52 @@ def list_tokens(session: Session, operator_id: uuid.UUID) -> list[TokenSummary]:
             shown_families.add(row.refresh_family_id)
         listed.append(_summary(row, live_families.get(row.refresh_family_id or "")))
     return listed
+
+
+def count_sessions(session: Session, company_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    """How many sessions ``list_tokens`` would list for each operator of the company.
+
+    Two grouped queries for the whole company, however many operators and tokens it has:
+    the unexpired access tokens, and the sessions that only a live refresh token keeps (all
+    of their access tokens expired, none revoked).
+    """
+    now = datetime.now(UTC)
+    unexpired = or_(AccessToken.expires_at.is_(None), AccessToken.expires_at > now)
+    counts: dict[uuid.UUID, int] = dict(
+        session.execute(
+            select(AccessToken.operator_id, func.count())
+            .where(
+                AccessToken.company_id == company_id,
+                AccessToken.revoked_at.is_(None),
+                unexpired,
+            )
+            .group_by(AccessToken.operator_id)
+        ).all()
+    )
+
+    def family_tokens(*conditions: ColumnElement[bool]) -> Exists:
+        return exists().where(
+            AccessToken.refresh_family_id == RefreshToken.family_id,
+            AccessToken.operator_id == RefreshToken.operator_id,
+            AccessToken.revoked_at.is_(None),
+            *conditions,
+        )
+
+    kept_by_refresh = session.execute(
+        select(RefreshToken.operator_id, func.count(distinct(RefreshToken.family_id)))
+        .where(
+            RefreshToken.company_id == company_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+            family_tokens(AccessToken.expires_at <= now),
+            ~family_tokens(unexpired),
+        )
+        .group_by(RefreshToken.operator_id)
+    ).all()
+    for operator_id, count in kept_by_refresh:
+        counts[operator_id] = counts.get(operator_id, 0) + count
+    return counts
 
 
 def revoke_token(session: Session, operator_id: uuid.UUID, jti: str, reason: str) -> RevokedCounts:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from erpauth.domain import audit, operators
 from erpauth.domain.errors import DomainError, NotFound
 from erpauth.domain.operators import create_operator, find_operator, set_active, set_api_permission
-from erpauth.domain.sessions import company_operator, list_tokens
+from erpauth.domain.sessions import company_operator, count_sessions
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import new_password
 from erpauth.storage.models import Company, Operator
@@ -181,9 +181,7 @@ def _users_page(
             .order_by(Operator.display_name, Operator.email_key)
         ).all()
         # Counted as the Tokens page lists them, so the two always agree.
-        token_counts = {
-            operator.id: len(list_tokens(session, operator.id)) for operator in operators
-        }
+        token_counts = count_sessions(session, viewer.company_id)
     return page(
         request,
         "users.html",
