@@ -91,7 +91,7 @@ def test_init_demo_twice_creates_no_duplicates(data_dir: Path, database_url: str
     from sqlalchemy import func, select
 
     from erpauth.services import build_services
-    from erpauth.storage.models import ApiClient, Company, Operator
+    from erpauth.storage.models import ApiClient, AuditEvent, Company, Operator
 
     erpauth(data_dir, database_url, "init", "--demo")
     erpauth(data_dir, database_url, "init", "--demo")
@@ -105,8 +105,22 @@ def test_init_demo_twice_creates_no_duplicates(data_dir: Path, database_url: str
         clients = session.scalar(
             select(func.count()).select_from(ApiClient).where(ApiClient.company_id == demo.id)
         )
+        trail = session.execute(
+            select(AuditEvent.kind, AuditEvent.user_agent, AuditEvent.detail)
+            .where(
+                AuditEvent.company_id == demo.id,
+                AuditEvent.kind.in_(["company.create", "operator.create"]),
+            )
+            .order_by(AuditEvent.occurred_at, AuditEvent.kind)
+        ).all()
     services.close()
     assert (operators, clients) == (2, 1)
+    # What the demo set-up made is in the company's trail, once.
+    assert [(kind, agent, detail) for kind, agent, detail in trail] == [
+        ("company.create", "erpauth-cli", {"demo": True}),
+        ("operator.create", "erpauth-cli", {"demo": True}),
+        ("operator.create", "erpauth-cli", {"demo": True}),
+    ]
 
 
 def test_company_and_operator_commands_control_who_gets_a_token(

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
 from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import create_company
 from erpauth.domain.operators import create_operator, find_operator
@@ -46,6 +48,9 @@ def ensure_demo(services: Services) -> DemoCredentials:
                 token_expiry_hours=24,
                 call_limit_per_minute=200,
             )
+            audit.record(
+                session, "company.create", "success", Origin.cli(), company_id=company.id, demo=True
+            )
 
         accounts = [
             (DEMO_ADMIN, admin_password, "Demo Administrator", True),
@@ -55,7 +60,7 @@ def ensure_demo(services: Services) -> DemoCredentials:
         for email, password, name, is_admin in accounts:
             operator = find_operator(session, email)
             if operator is None:
-                create_operator(
+                created = create_operator(
                     session,
                     services.hasher,
                     company,
@@ -64,6 +69,15 @@ def ensure_demo(services: Services) -> DemoCredentials:
                     display_name=name,
                     is_system_admin=is_admin,
                     api_permission=True,
+                )
+                audit.record(
+                    session,
+                    "operator.create",
+                    "success",
+                    Origin.cli(),
+                    company_id=company.id,
+                    operator_id=created.id,
+                    demo=True,
                 )
                 current[email] = password
             else:
