@@ -180,6 +180,26 @@ def test_cli_errors_are_reported_as_json_with_a_nonzero_exit(
     assert "no operator" in missing["error"]
 
 
+def test_account_codes_are_one_company_whatever_their_case(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "Case" + os.urandom(3).hex()
+    created = erpauth(data_dir, database_url, "company-create", "--name", "C", "--code", code)
+
+    again = erpauth(
+        data_dir, database_url, "company-create", "--name", "D", "--code", code.upper(), check=False
+    )
+    found = erpauth(data_dir, database_url, "company-credentials", "--code", code.lower())
+    nul = erpauth(
+        data_dir, database_url, "company-credentials", "--code", code + "\x01", check=False
+    )
+
+    assert "exists already" in again["error"]
+    assert found["client_id"] == created["client_id"]
+    assert created["account_code"] == code  # shown as it was typed at creation
+    assert "no company" in nul["error"]
+
+
 def test_unreachable_database_is_a_clear_cli_error(tmp_path: Path) -> None:
     result = erpauth(
         tmp_path, "postgresql+psycopg://postgres@127.0.0.1:9/none", "init", check=False

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import reveal_secret
-from erpauth.domain.companies import create_company
+from erpauth.domain.companies import account_code_key, create_company
 from erpauth.domain.operators import create_operator, find_operator
 from erpauth.services import Services
 from erpauth.storage.models import Company
@@ -37,7 +37,9 @@ def ensure_demo(services: Services) -> DemoCredentials:
     operator_password = services.box.derive("demo-operator-password")
 
     with services.database.session() as session:
-        company = session.scalar(select(Company).where(Company.account_code == DEMO_ACCOUNT_CODE))
+        company = session.scalar(
+            select(Company).where(Company.account_code_key == account_code_key(DEMO_ACCOUNT_CODE))
+        )
         if company is None:
             company = create_company(
                 session,

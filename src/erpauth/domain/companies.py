@@ -32,7 +32,8 @@ def create_company(
         raise DomainError("the company name must be 1 to 200 characters")
     if not ACCOUNT_CODE.match(account_code):
         raise DomainError("the account code must be 1 to 64 letters, digits, '.', '_' or '-'")
-    if session.scalar(select(Company.id).where(Company.account_code == account_code)):
+    key = account_code_key(account_code)
+    if session.scalar(select(Company.account_code).where(Company.account_code_key == key)):
         raise Conflict(f"a company with account code {account_code!r} exists already")
     check_token_policy(token_expiry_hours, call_limit_per_minute)
 
@@ -40,6 +41,7 @@ def create_company(
     company = Company(
         name=name,
         account_code=account_code,
+        account_code_key=key,
         api_enabled=api_enabled,
         token_expiry_hours=token_expiry_hours,
         call_limit_per_minute=call_limit_per_minute,
@@ -68,8 +70,17 @@ def check_token_policy(token_expiry_hours: int, call_limit_per_minute: int) -> N
         raise DomainError(f"the call limit must be 1 to {MAX_CALL_LIMIT} calls per minute")
 
 
+def account_code_key(account_code: str) -> str:
+    """The account code as it is looked up: ``acme`` and ``ACME`` are one company."""
+    return account_code.upper()
+
+
 def get_company(session: Session, account_code: str) -> Company:
-    company = session.scalar(select(Company).where(Company.account_code == account_code))
+    """The company, whatever the case the account code is typed in."""
+    company = None
+    if ACCOUNT_CODE.match(account_code):  # anything else is no company's (a NUL is not stored)
+        key = account_code_key(account_code)
+        company = session.scalar(select(Company).where(Company.account_code_key == key))
     if company is None:
         raise NotFound(f"no company with account code {account_code!r}")
     return company

@@ -60,6 +60,8 @@ class Company(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     account_code: Mapped[str] = mapped_column(String(64), unique=True)
+    # The account code upper-cased: codes that differ only in case name one company.
+    account_code_key: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     api_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     token_expiry_hours: Mapped[int] = mapped_column(Integer, default=24)
     call_limit_per_minute: Mapped[int] = mapped_column(Integer, default=200)
