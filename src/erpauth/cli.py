@@ -491,7 +491,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        proxy_headers=False,
         server_header=False,
         log_level="warning",
         **server_options(settings),

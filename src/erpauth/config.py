@@ -1,5 +1,6 @@
 """Service configuration, read from ``ERPAUTH_*`` environment variables."""
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,11 +82,27 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(30.0, gt=0, le=600)
     http_keepalive_seconds: int = Field(5, ge=1, le=300)
     http_max_concurrency: int = Field(1000, ge=1)
+    # Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses or
+    # networks, comma-separated. Empty (the default): the TCP peer is the client.
+    trusted_proxies: str = ""
 
     @field_validator("public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        entries = [part.strip() for part in value.split(",") if part.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry[:60]!r} is not an IP address or network; name each proxy"
+                ) from None
+        return ",".join(entries)
 
     @field_validator("database_url")
     @classmethod

@@ -25,6 +25,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
             max_header_bytes=settings.http_max_header_bytes,
         ),
         "timeout_keep_alive": settings.http_keepalive_seconds,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise; erpauth only
+        # from the proxies named, since the client address keys rate limits and the audit.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies or None,
         "limit_concurrency": settings.http_max_concurrency,
         "timeout_graceful_shutdown": 10,
     }
