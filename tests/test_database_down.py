@@ -35,6 +35,22 @@ def test_token_endpoint_answers_503_while_the_database_is_unreachable(
     assert response.headers["retry-after"]
 
 
+def test_refresh_grant_answers_503_while_the_database_is_unreachable(
+    unreachable: LiveServer,
+) -> None:
+    # On PostgreSQL the refresh grant first tries its fast path, on the event loop.
+    with unreachable.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=("00000000-0000-0000-0000-000000000000", "secret"),
+            data={"grant_type": "refresh_token", "refresh_token": "a-refresh-token"},
+        )
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert response.headers["retry-after"]
+
+
 def test_protected_api_and_readiness_answer_503_while_the_database_is_unreachable(
     unreachable: LiveServer,
 ) -> None:

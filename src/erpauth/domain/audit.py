@@ -40,20 +40,63 @@ def record(
     **detail: Any,
 ) -> None:
     """Adds the event to the session (committed with the change it describes) and logs it."""
-    event = AuditEvent(
-        occurred_at=utcnow(),
-        kind=kind,
-        outcome=outcome,
+    row = event_row(
+        kind,
+        outcome,
+        origin,
         company_id=company_id,
         actor_id=actor_id,
         operator_id=operator_id,
         client_id=client_id,
-        ip_address=origin.ip_address,
-        user_agent=(origin.user_agent or "")[:300] or None,
         detail=detail,
     )
-    session.add(event)
-    log_event(kind, outcome, origin, company_id, actor_id, operator_id, client_id, detail)
+    record_row(session, row, origin)
+
+
+def record_row(session: Session, row: dict[str, Any], origin: Origin) -> None:
+    """``record`` for an event already made into a row by ``event_row``."""
+    session.add(AuditEvent(**row))
+    log_row(row, origin)
+
+
+def log_row(row: dict[str, Any], origin: Origin) -> None:
+    """The log line of an event row, for writers that store the row themselves."""
+    log_event(
+        row["kind"],
+        row["outcome"],
+        origin,
+        row["company_id"],
+        row["actor_id"],
+        row["operator_id"],
+        row["client_id"],
+        row["detail"],
+    )
+
+
+def event_row(
+    kind: str,
+    outcome: str,
+    origin: Origin,
+    *,
+    company_id: uuid.UUID | None = None,
+    actor_id: uuid.UUID | None = None,
+    operator_id: uuid.UUID | None = None,
+    client_id: str | None = None,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    """The audit_events row of an event, for ``record`` and for writers without a session."""
+    return {
+        "occurred_at": utcnow(),
+        "kind": kind,
+        "outcome": outcome,
+        "company_id": company_id,
+        "actor_id": actor_id,
+        "operator_id": operator_id,
+        "client_id": client_id,
+        "ip_address": origin.ip_address,
+        "user_agent": (origin.user_agent or "")[:300] or None,
+        "detail": detail,
+    }
 
 
 def log_event(

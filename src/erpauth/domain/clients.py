@@ -1,7 +1,7 @@
 """The company's API client: authenticating it and managing its two secrets."""
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
@@ -34,7 +34,14 @@ def authenticate_client(
     return client if secret_matches(box, client, client_secret) else None
 
 
-def secret_matches(box: SecretBox, client: ApiClient, client_secret: str) -> bool:
+class ClientSecrets(Protocol):
+    """A client's two encrypted secrets: an ApiClient, or a row read without the ORM."""
+
+    primary_secret_encrypted: str
+    secondary_secret_encrypted: str
+
+
+def secret_matches(box: SecretBox, client: ClientSecrets, client_secret: str) -> bool:
     """Whether the secret is either of the client's two, compared in constant time."""
     primary_ok = equal(client_secret, box.decrypt(client.primary_secret_encrypted))
     secondary_ok = equal(client_secret, box.decrypt(client.secondary_secret_encrypted))

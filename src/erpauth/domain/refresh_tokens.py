@@ -9,6 +9,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -47,27 +48,46 @@ def issue_refresh_token(
     scope: str,
     ttl: timedelta,
 ) -> IssuedRefreshToken:
-    """Makes a refresh token (384 random bits) and records only its SHA-256 digest."""
+    """Makes a refresh token and records it."""
+    issued, row = new_refresh_token(
+        operator_id=operator.id,
+        company_id=company.id,
+        client_id=client.client_id,
+        family_id=family_id,
+        scope=scope,
+        ttl=ttl,
+    )
+    # Straight on the connection: nothing reads the row back in this session, so the ORM's
+    # unit of work and statement handling would be pure overhead on the refresh path.
+    session.connection().execute(_INSERT_REFRESH_TOKEN, row)
+    return issued
+
+
+def new_refresh_token(
+    *,
+    operator_id: uuid.UUID,
+    company_id: uuid.UUID,
+    client_id: str,
+    family_id: str,
+    scope: str,
+    ttl: timedelta,
+) -> tuple[IssuedRefreshToken, dict[str, Any]]:
+    """A refresh token (384 random bits) and its refresh_tokens row, which holds only its digest."""
     token = secrets.token_urlsafe(48)
     now = datetime.now(UTC)
     row_id = secrets.token_urlsafe(16)
-    # Straight on the connection: nothing reads the row back in this session, so the ORM's
-    # unit of work and statement handling would be pure overhead on the refresh path.
-    session.connection().execute(
-        _INSERT_REFRESH_TOKEN,
-        {
-            "id": row_id,
-            "token_hash": sha256_hex(token),
-            "family_id": family_id,
-            "operator_id": operator.id,
-            "company_id": company.id,
-            "client_id": client.client_id,
-            "scope": scope,
-            "issued_at": now,
-            "expires_at": now + ttl,
-        },
-    )
-    return IssuedRefreshToken(token, row_id, family_id, now + ttl)
+    row = {
+        "id": row_id,
+        "token_hash": sha256_hex(token),
+        "family_id": family_id,
+        "operator_id": operator_id,
+        "company_id": company_id,
+        "client_id": client_id,
+        "scope": scope,
+        "issued_at": now,
+        "expires_at": now + ttl,
+    }
+    return IssuedRefreshToken(token, row_id, family_id, now + ttl), row
 
 
 _INSERT_REFRESH_TOKEN = insert(RefreshToken.__table__)
@@ -146,7 +166,22 @@ _FIND_FOR_REFRESH = (
 )
 
 
-def is_live(record: RefreshToken, now: datetime | None = None) -> bool:
+class RefreshTokenState(Protocol):
+    """What is decided about a refresh token: a RefreshToken, or a row read without the ORM."""
+
+    id: str
+    family_id: str
+    operator_id: uuid.UUID
+    company_id: uuid.UUID
+    client_id: str
+    scope: str
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def is_live(record: RefreshTokenState, now: datetime | None = None) -> bool:
     """Neither used, nor revoked, nor expired."""
     now = now or datetime.now(UTC)
     return record.used_at is None and record.revoked_at is None and record.expires_at > now

@@ -7,6 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 from sqlalchemy import Row, Update, bindparam, insert, select, update
@@ -43,6 +44,52 @@ class IssuedAccessToken:
     scope: str
     # Set when the grant also hands out a refresh token (RFC 6749 §5.1).
     refresh_token: str | None = None
+
+
+@dataclass(frozen=True)
+class SignedAccessToken:
+    """An access token just signed, with what its access_tokens row records."""
+
+    token: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime | None
+    scope: str
+    operator_id: uuid.UUID
+    company_id: uuid.UUID
+    client_id: str
+
+    def issued(self) -> IssuedAccessToken:
+        expires_in = None
+        if self.expires_at is not None:
+            expires_in = int((self.expires_at - self.issued_at).total_seconds())
+        return IssuedAccessToken(self.token, self.jti, expires_in, self.expires_at, self.scope)
+
+
+def access_token_row(
+    signed: SignedAccessToken,
+    *,
+    source: str,
+    refresh_family_id: str | None,
+    ip_address: str | None,
+    user_agent: str | None,
+) -> dict[str, Any]:
+    """The access_tokens row of a signed token: its digest and hint, never the token itself."""
+    return {
+        "jti": signed.jti,
+        "token_hash": sha256_hex(signed.token),
+        "hint": signed.token[-6:],
+        "operator_id": signed.operator_id,
+        "company_id": signed.company_id,
+        "client_id": signed.client_id,
+        "source": source,
+        "scope": signed.scope,
+        "refresh_family_id": refresh_family_id,
+        "issued_at": signed.issued_at,
+        "expires_at": signed.expires_at,
+        "ip_address": ip_address,
+        "user_agent": (user_agent or "")[:300] or None,
+    }
 
 
 @dataclass(frozen=True)
@@ -95,19 +142,53 @@ class TokenService:
         refresh_family_id: str | None = None,
     ) -> IssuedAccessToken:
         """Signs a token for the operator and records it (by digest) in the same transaction."""
+        signed = self.sign(
+            operator_id=operator.id,
+            email=operator.email,
+            company_id=company.id,
+            client_id=client.client_id,
+            scope=scope,
+            expiry_hours=company.token_expiry_hours,
+        )
+        # Straight on the connection, at once: no caller reads the row back, so the ORM's unit
+        # of work would only add work, and the row must exist before anything revokes by operator.
+        session.connection().execute(
+            _INSERT_ACCESS_TOKEN,
+            access_token_row(
+                signed,
+                source=source,
+                refresh_family_id=refresh_family_id,
+                ip_address=ip_address,
+                user_agent=user_agent,
+            ),
+        )
+        return signed.issued()
+
+    def sign(
+        self,
+        *,
+        operator_id: uuid.UUID,
+        email: str,
+        company_id: uuid.UUID,
+        client_id: str,
+        scope: str,
+        expiry_hours: int,
+    ) -> SignedAccessToken:
+        """A new access token for the operator, signed but not recorded yet.
+
+        ``expiry_hours`` is the company's token lifetime; 0 makes a token that never expires.
+        """
         now = datetime.now(UTC).replace(microsecond=0)
-        expires_at = None
-        if company.token_expiry_hours > 0:
-            expires_at = now + timedelta(hours=company.token_expiry_hours)
+        expires_at = now + timedelta(hours=expiry_hours) if expiry_hours > 0 else None
         jti = secrets.token_urlsafe(24)
 
         claims = {
             "iss": self._settings.issuer,
-            "sub": str(operator.id),
+            "sub": str(operator_id),
             "aud": self._settings.audience,
-            "client_id": client.client_id,
-            "company_id": str(company.id),
-            "email": operator.email,
+            "client_id": client_id,
+            "company_id": str(company_id),
+            "email": email,
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),
             "jti": jti,
@@ -123,29 +204,9 @@ class TokenService:
             algorithm=ALGORITHM,
             headers={"kid": key.kid, "typ": JWT_TYPE},
         )
-        # Straight on the connection, at once: no caller reads the row back, so the ORM's unit
-        # of work would only add work, and the row must exist before anything revokes by operator.
-        session.connection().execute(
-            _INSERT_ACCESS_TOKEN,
-            {
-                "jti": jti,
-                "token_hash": sha256_hex(token),
-                "hint": token[-6:],
-                "operator_id": operator.id,
-                "company_id": company.id,
-                "client_id": client.client_id,
-                "source": source,
-                "scope": scope,
-                "refresh_family_id": refresh_family_id,
-                "issued_at": now,
-                "expires_at": expires_at,
-                "ip_address": ip_address,
-                "user_agent": (user_agent or "")[:300] or None,
-            },
+        return SignedAccessToken(
+            token, jti, now, expires_at, scope, operator_id, company_id, client_id
         )
-
-        expires_in = int((expires_at - now).total_seconds()) if expires_at else None
-        return IssuedAccessToken(token, jti, expires_in, expires_at, scope)
 
     def authenticate(self, token: str) -> TokenContext:
         """Checks signature, claims and the current state of token, operator and license.

@@ -1,13 +1,16 @@
 """Refreshing an access token (RFC 6749 §6), with rotation and reuse detection (RFC 9700)."""
 
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.refresh_tokens import (
+    RefreshTokenState,
     claim,
     find_for_refresh,
     issue_token_pair,
@@ -23,7 +26,7 @@ from erpauth.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, OAu
 from erpauth.oauth.password_grant import DEACTIVATED, LICENSE_CLOSED, NO_PERMISSION
 from erpauth.oauth.scope import parse_scope
 from erpauth.services import Services
-from erpauth.storage.models import ApiClient, Company, Operator, RefreshToken
+from erpauth.storage.models import ApiClient, RefreshToken
 
 log = logging.getLogger("erpauth.oauth")
 
@@ -38,15 +41,27 @@ PASSWORD_CHANGED = "the operator's password has changed since this refresh token
 
 
 def refresh_token_grant(
-    services: Services, credentials: ClientCredentials, form: dict[str, str], origin: Origin
+    services: Services,
+    credentials: ClientCredentials,
+    form: dict[str, str],
+    origin: Origin,
+    *,
+    claim_lost: bool = False,
 ) -> IssuedAccessToken:
+    """The grant in a session of its own, for a worker thread.
+
+    ``claim_lost``: the fast path (refresh_fast_path) read this token unused, then lost the
+    claim to another request; a used token found now is then a concurrent reuse.
+    """
     presented = form.get("refresh_token")
     if not presented:
         raise InvalidRequest("the refresh_token grant needs the refresh_token parameter")
     requested_scope = parse_scope(form["scope"]) if "scope" in form else None
 
     with services.database.session() as session:
-        outcome = _refresh(session, services, credentials, presented, requested_scope, origin)
+        outcome = _refresh(
+            session, services, credentials, presented, requested_scope, origin, claim_lost
+        )
     if isinstance(outcome, OAuthError):
         raise outcome
     return outcome
@@ -59,6 +74,7 @@ def _refresh(
     presented: str,
     requested_scope: str | None,
     origin: Origin,
+    claim_lost: bool,
 ) -> IssuedAccessToken | OAuthError:
     found = None
     if len(presented) <= MAX_REFRESH_TOKEN_LENGTH:
@@ -77,16 +93,13 @@ def _refresh(
         "client_id": client.client_id,
         "family_id": record.family_id,
     }
-    refusal = _token_refusal(session, record, client, origin, ids)
+    refusal = _token_refusal(session, record, client, origin, ids, claim_lost)
     if refusal is not None:
         return refusal
 
-    scope = record.scope
-    if requested_scope is not None:
-        # RFC 6749 §6: a refresh may narrow the scope, never widen it.
-        if not set(requested_scope.split()) <= set(record.scope.split()):
-            return InvalidScope("the requested scope is wider than the one originally granted")
-        scope = requested_scope
+    scope = narrowed_scope(record.scope, requested_scope)
+    if scope is None:
+        return InvalidScope("the requested scope is wider than the one originally granted")
 
     # The operator was read under a share lock (see find_for_refresh): a password change or
     # deactivation either shows here or waits for this commit, whose tokens it then revokes.
@@ -111,10 +124,23 @@ def _refresh(
         family_id=record.family_id,
         refresh_ttl=timedelta(hours=services.settings.refresh_token_ttl_hours),
     )
-    audit.record(
-        session, "token.refresh", "success", origin, jti=issued.jti, used_id=record.id, **ids
-    )
+    audit.record_row(session, success_event(origin, client.client_id, record, issued.jti), origin)
     return issued
+
+
+def success_event(
+    origin: Origin, client_id: str, record: RefreshTokenState, jti: str
+) -> dict[str, Any]:
+    """The audit row of a successful refresh, the same whichever path made it."""
+    return audit.event_row(
+        "token.refresh",
+        "success",
+        origin,
+        company_id=record.company_id,
+        operator_id=record.operator_id,
+        client_id=client_id,
+        detail={"jti": jti, "used_id": record.id, "family_id": record.family_id},
+    )
 
 
 def _unknown_client_or_token(
@@ -142,6 +168,7 @@ def _token_refusal(
     client: ApiClient,
     origin: Origin,
     ids: dict[str, object],
+    claim_lost: bool,
 ) -> OAuthError | None:
     """Refuses a refresh token that is not this client's, or no longer usable."""
     if record.client_id != client.client_id:
@@ -151,7 +178,7 @@ def _token_refusal(
         audit.record(session, "token.refresh", "refused", origin, reason="revoked", **ids)
         return InvalidGrant(REVOKED)
     if record.used_at is not None:
-        return _reuse_detected(session, record, origin, ids, concurrent=False)
+        return _reuse_detected(session, record, origin, ids, concurrent=claim_lost)
     if record.expires_at <= datetime.now(UTC):
         audit.record(session, "token.refresh", "refused", origin, reason="expired", **ids)
         return InvalidGrant(EXPIRED)
@@ -181,8 +208,34 @@ def _reuse_detected(
     return InvalidGrant(REUSED)
 
 
+def narrowed_scope(granted: str, requested: str | None) -> str | None:
+    """The scope of the new tokens; None when the request asks for more than was granted.
+
+    RFC 6749 §6: a refresh may narrow the scope, never widen it.
+    """
+    if requested is None:
+        return granted
+    return requested if set(requested.split()) <= set(granted.split()) else None
+
+
+class OperatorStanding(Protocol):
+    """What the standing check reads of an operator: an Operator, or a row read without the ORM."""
+
+    company_id: uuid.UUID
+    is_active: bool
+    api_permission: bool
+    password_changed_at: datetime
+
+
+class CompanyStanding(Protocol):
+    """What the standing check reads of a company: a Company, or a row read without the ORM."""
+
+    id: uuid.UUID
+    api_enabled: bool
+
+
 def standing_refusal(
-    operator: Operator | None, company: Company, record: RefreshToken
+    operator: OperatorStanding | None, company: CompanyStanding, record: RefreshTokenState
 ) -> tuple[str, str] | None:
     """Why a password grant would be refused now, as (reason for the log, description)."""
     if operator is None or operator.company_id != company.id or record.company_id != company.id:

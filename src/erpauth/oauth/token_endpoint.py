@@ -14,6 +14,7 @@ from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import InvalidRequest, UnsupportedGrantType
 from erpauth.oauth.form import FORM_TYPE, form_schema, read_form
 from erpauth.oauth.password_grant import password_grant
+from erpauth.oauth.refresh_fast_path import refresh_grant_on_event_loop
 from erpauth.oauth.refresh_grant import refresh_token_grant
 from erpauth.services import Services
 
@@ -107,7 +108,11 @@ async def token(request: Request) -> JSONResponse:
     uncounted = limits.admit_locally(limits.token_request_checks(origin, credentials.client_id))
     if uncounted:
         await run_in_threadpool(limits.enforce_all, uncounted, origin)
-    issued = await run_in_threadpool(grant, services, credentials, form, origin)
+    if grant is refresh_token_grant and services.database.async_autocommit is not None:
+        # PostgreSQL: the common refresh runs on the event loop (see refresh_fast_path).
+        issued = await refresh_grant_on_event_loop(services, credentials, form, origin)
+    else:
+        issued = await run_in_threadpool(grant, services, credentials, form, origin)
     return JSONResponse(token_response_body(issued), headers=NO_STORE)
 
 

@@ -106,6 +106,10 @@ class KeyRing:
         age = time.monotonic() - self._loaded_at
         return age > RELOAD_SECONDS or (kid not in self._keys and age > UNKNOWN_KID_RELOAD_SECONDS)
 
+    def signing_would_reload(self) -> bool:
+        """True when ``signing_key()`` would read the database before answering."""
+        return time.monotonic() - self._loaded_at > RELOAD_SECONDS
+
     def reload(self) -> None:
         started = time.monotonic()
         with self._database.session() as session:

@@ -1,0 +1,323 @@
+"""The refresh grant's fast path on PostgreSQL: the plain success, on the event loop.
+
+Most refreshes simply succeed, and that case is short: one read, a signature, one write. Run
+through SQLAlchemy sessions on a worker thread (``refresh_grant``), it cost milliseconds of
+CPU, spent in per-statement machinery, round trips and the hand-off to the thread. Here it
+takes a pooled asyncio connection and works on its psycopg connection directly, in pipeline
+mode, in two round trips:
+
+1. BEGIN, and the joined read of client, company, refresh token and operator, the operator's
+   row share-locked for the reason ``find_for_refresh`` gives;
+2. one statement that claims the token and, only when the claim succeeded, writes the access
+   token, the next refresh token and the audit event; then COMMIT, durable as ever.
+
+Between them run the synchronous grant's own checks: the client secret, the token's client
+and liveness, the scope, the operator's and license's standing. Anything but the plain
+success (an unknown client or token, a wrong secret, any refusal, a lost claim) rolls back
+and falls back to the synchronous grant on a worker thread, which answers, records and
+detects reuse exactly as before. Nothing is written or logged here unless the refresh
+succeeds, so the fallback never duplicates a record.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.concurrency import run_in_threadpool
+
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
+from erpauth.domain.clients import secret_matches
+from erpauth.domain.refresh_tokens import is_live, new_refresh_token
+from erpauth.domain.tokens import IssuedAccessToken, access_token_row
+from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.errors import InvalidScope
+from erpauth.oauth.refresh_grant import (
+    MAX_REFRESH_TOKEN_LENGTH,
+    narrowed_scope,
+    refresh_token_grant,
+    standing_refusal,
+    success_event,
+)
+from erpauth.oauth.scope import parse_scope
+from erpauth.security.secrets import sha256_hex
+from erpauth.services import Services
+
+# The same rows and lock as find_for_refresh. Columns in the order of the row classes below.
+_FIND_FOR_REFRESH = """
+    SELECT cl.client_id, cl.primary_secret_encrypted, cl.secondary_secret_encrypted,
+           co.id, co.api_enabled, co.token_expiry_hours,
+           rt.id, rt.family_id, rt.operator_id, rt.company_id, rt.client_id, rt.scope,
+           rt.issued_at, rt.expires_at, rt.used_at, rt.revoked_at,
+           op.id, op.company_id, op.email, op.is_active, op.api_permission,
+           op.password_changed_at
+      FROM api_clients AS cl
+      JOIN companies AS co ON co.id = cl.company_id
+      JOIN refresh_tokens AS rt ON rt.token_hash = %(token_hash)s
+      JOIN operators AS op ON op.id = rt.operator_id
+     WHERE cl.client_id = %(client_id)s
+       FOR SHARE OF op
+"""
+
+# The claim has the same condition as refresh_tokens.claim: of two concurrent refreshes with
+# one token, PostgreSQL lets exactly one update the row. The inserts read from `claimed`, so
+# they write nothing when the claim found no row. Casts give parameters that may be None (or
+# are text meant for json) the column's type.
+_ROTATE = """
+    WITH claimed AS (
+        UPDATE refresh_tokens SET used_at = %(claimed_at)s
+         WHERE id = %(claimed_id)s AND used_at IS NULL AND revoked_at IS NULL
+        RETURNING id
+    ), new_access_token AS (
+        INSERT INTO access_tokens (
+            jti, token_hash, hint, operator_id, company_id, client_id, source, scope,
+            refresh_family_id, issued_at, expires_at, ip_address, user_agent
+        )
+        SELECT %(at_jti)s, %(at_token_hash)s, %(at_hint)s, %(at_operator_id)s,
+               %(at_company_id)s, %(at_client_id)s, %(at_source)s, %(at_scope)s,
+               %(at_refresh_family_id)s, %(at_issued_at)s, %(at_expires_at)s::timestamptz,
+               %(at_ip_address)s, %(at_user_agent)s
+          FROM claimed
+    ), new_refresh_token AS (
+        INSERT INTO refresh_tokens (
+            id, token_hash, family_id, operator_id, company_id, client_id, scope, issued_at,
+            expires_at
+        )
+        SELECT %(rt_id)s, %(rt_token_hash)s, %(rt_family_id)s, %(rt_operator_id)s,
+               %(rt_company_id)s, %(rt_client_id)s, %(rt_scope)s, %(rt_issued_at)s,
+               %(rt_expires_at)s
+          FROM claimed
+    ), audit_event AS (
+        INSERT INTO audit_events (
+            occurred_at, kind, outcome, company_id, actor_id, operator_id, client_id,
+            ip_address, user_agent, detail
+        )
+        SELECT %(ae_occurred_at)s, %(ae_kind)s, %(ae_outcome)s, %(ae_company_id)s::uuid,
+               %(ae_actor_id)s::uuid, %(ae_operator_id)s::uuid, %(ae_client_id)s,
+               %(ae_ip_address)s, %(ae_user_agent)s, %(ae_detail)s::json
+          FROM claimed
+    )
+    SELECT count(*) FROM claimed
+"""
+
+
+@dataclass(slots=True)
+class _Client:
+    client_id: str
+    primary_secret_encrypted: str
+    secondary_secret_encrypted: str
+
+
+@dataclass(slots=True)
+class _Company:
+    id: uuid.UUID
+    api_enabled: bool
+    token_expiry_hours: int
+
+
+@dataclass(slots=True)
+class _RefreshToken:
+    id: str
+    family_id: str
+    operator_id: uuid.UUID
+    company_id: uuid.UUID
+    client_id: str
+    scope: str
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Operator:
+    id: uuid.UUID
+    company_id: uuid.UUID
+    email: str
+    is_active: bool
+    api_permission: bool
+    password_changed_at: datetime
+
+
+@dataclass(frozen=True)
+class _Rotation:
+    """A refresh decided on: the answer, and what the rotating statement writes."""
+
+    issued: IssuedAccessToken
+    params: dict[str, Any]
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Declined:
+    """The fast path did not answer; the synchronous grant will."""
+
+    claim_lost: bool = False
+
+
+async def refresh_grant_on_event_loop(
+    services: Services, credentials: ClientCredentials, form: dict[str, str], origin: Origin
+) -> IssuedAccessToken:
+    """The refresh grant for PostgreSQL: the fast path, else the synchronous grant on a thread."""
+    outcome = await _fast_refresh(services, credentials, form, origin)
+    if isinstance(outcome, _Declined):
+        return await run_in_threadpool(
+            refresh_token_grant, services, credentials, form, origin, claim_lost=outcome.claim_lost
+        )
+    services.fast_refreshes += 1
+    return outcome
+
+
+async def _fast_refresh(
+    services: Services, credentials: ClientCredentials, form: dict[str, str], origin: Origin
+) -> IssuedAccessToken | _Declined:
+    presented = form.get("refresh_token")
+    if not presented or len(presented) > MAX_REFRESH_TOKEN_LENGTH:
+        return _Declined()
+    try:
+        requested_scope = parse_scope(form["scope"]) if "scope" in form else None
+    except InvalidScope:
+        return _Declined()
+
+    engine = services.database.async_autocommit
+    assert engine is not None, "only for databases with an asyncio driver"
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: psycopg.AsyncConnection[Any] = raw.driver_connection
+        try:
+            outcome = await _refresh(
+                driver, services, credentials, presented, requested_scope, origin
+            )
+        except psycopg.Error as exc:
+            invalidated = await _end_transaction(connection, driver)
+            # As SQLAlchemy would have raised it, so that the error handlers answer as they do
+            # for the synchronous path: 503 when the database cannot be reached.
+            raise DBAPIError.instance(
+                None, None, exc, psycopg.Error, connection_invalidated=invalidated
+            ) from exc
+        except Exception:
+            await _end_transaction(connection, driver)
+            raise
+        except BaseException:
+            # Cancelled in the middle of an exchange: the connection's state is unknown.
+            await connection.invalidate()
+            raise
+
+    if isinstance(outcome, _Rotation):
+        audit.log_row(outcome.event, origin)
+        return outcome.issued
+    return outcome
+
+
+async def _refresh(
+    driver: psycopg.AsyncConnection[Any],
+    services: Services,
+    credentials: ClientCredentials,
+    presented: str,
+    requested_scope: str | None,
+    origin: Origin,
+) -> _Rotation | _Declined:
+    """The one transaction: committed with the new tokens, or rolled back having declined."""
+    async with driver.pipeline():
+        await driver.execute("BEGIN")
+        read = await driver.execute(
+            _FIND_FOR_REFRESH,
+            {"client_id": credentials.client_id[:36], "token_hash": sha256_hex(presented)},
+        )
+        rotation = _decide(await read.fetchone(), services, credentials, requested_scope, origin)
+        if rotation is None:
+            await driver.execute("ROLLBACK")
+            return _Declined()
+
+        rotated = await driver.execute(_ROTATE, rotation.params)
+        await driver.execute("COMMIT")
+    # Leaving the pipeline sent everything and read every answer: the commit is done.
+    claimed = await rotated.fetchone()
+    if claimed is None or claimed[0] != 1:
+        # Another request used or revoked this token between our read and our write.
+        return _Declined(claim_lost=True)
+    return rotation
+
+
+def _decide(
+    row: tuple[Any, ...] | None,
+    services: Services,
+    credentials: ClientCredentials,
+    requested_scope: str | None,
+    origin: Origin,
+) -> _Rotation | None:
+    """The new tokens and what to write, when this refresh is a plain success; else None.
+
+    The checks are the synchronous grant's own, so both paths refuse the same requests.
+    """
+    if row is None:
+        return None
+    client = _Client(*row[0:3])
+    company = _Company(*row[3:6])
+    record = _RefreshToken(*row[6:16])
+    operator = _Operator(*row[16:22])
+
+    if not secret_matches(services.box, client, credentials.client_secret):
+        return None
+    if record.client_id != client.client_id or not is_live(record):
+        return None
+    scope = narrowed_scope(record.scope, requested_scope)
+    if scope is None or standing_refusal(operator, company, record) is not None:
+        return None
+    if services.keys.signing_would_reload():
+        # Signing would first read the key ring from the database: never on the event loop.
+        return None
+
+    signed = services.tokens.sign(
+        operator_id=operator.id,
+        email=operator.email,
+        company_id=company.id,
+        client_id=client.client_id,
+        scope=scope,
+        expiry_hours=company.token_expiry_hours,
+    )
+    access_row = access_token_row(
+        signed,
+        source="refresh",
+        refresh_family_id=record.family_id,
+        ip_address=origin.ip_address,
+        user_agent=origin.user_agent,
+    )
+    refresh, refresh_row = new_refresh_token(
+        operator_id=operator.id,
+        company_id=company.id,
+        client_id=client.client_id,
+        family_id=record.family_id,
+        scope=scope,
+        ttl=timedelta(hours=services.settings.refresh_token_ttl_hours),
+    )
+    event = success_event(origin, client.client_id, record, signed.jti)
+
+    params: dict[str, Any] = {"claimed_id": record.id, "claimed_at": datetime.now(UTC)}
+    params.update({f"at_{column}": value for column, value in access_row.items()})
+    params.update({f"rt_{column}": value for column, value in refresh_row.items()})
+    params.update({f"ae_{column}": value for column, value in event.items()})
+    params["ae_detail"] = json.dumps(event["detail"])
+    issued = replace(signed.issued(), refresh_token=refresh.token)
+    return _Rotation(issued, params, event)
+
+
+async def _end_transaction(connection: AsyncConnection, driver: psycopg.AsyncConnection) -> bool:
+    """Rolls back after an error; True when the connection had to be thrown away instead.
+
+    A connection that is broken, or that will not even roll back, goes out of the pool rather
+    than back to it.
+    """
+    if not driver.broken and not driver.closed:
+        try:
+            await driver.rollback()
+            return False
+        except psycopg.Error:
+            pass
+    await connection.invalidate()
+    return True

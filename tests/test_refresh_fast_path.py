@@ -1,0 +1,387 @@
+"""The refresh grant's fast path on PostgreSQL (erpauth.oauth.refresh_fast_path).
+
+It must be taken for the plain success, give the same answer, rows, audit event and log line
+as the synchronous grant, fall back to that grant for everything else, and survive losing its
+connection without a 500 or a half-written record.
+"""
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import Connection, select, text, update
+
+from erpauth.domain.audit import Origin
+from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.refresh_grant import refresh_token_grant
+from erpauth.oauth.token_endpoint import token_response_body
+from erpauth.security.secrets import sha256_hex
+from erpauth.storage.models import AccessToken, Operator, RefreshToken
+from tests.lifecycle import audit_events, refresh, token_pair
+from tests.support import TOKEN_PATH, LiveServer, Tenant
+
+USER_AGENT = "fast-path-test/1.0"
+# Columns that differ between any two issued tokens; every other column must match.
+PER_TOKEN = {
+    "jti",
+    "token_hash",
+    "hint",
+    "id",
+    "issued_at",
+    "expires_at",
+    "family_id",
+    "refresh_family_id",
+}
+
+
+def _postgres_only(live: LiveServer) -> None:
+    if not live.settings.resolved_database_url().startswith("postgresql"):
+        pytest.skip("the fast path is PostgreSQL's; SQLite keeps the synchronous grant")
+
+
+def _refresh(live: LiveServer, tenant: Tenant, token: str, **extra: str) -> httpx.Response:
+    with live.client() as http:
+        return http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, tenant.primary_secret),
+            headers={"User-Agent": USER_AGENT},
+            data={"grant_type": "refresh_token", "refresh_token": token, **extra},
+        )
+
+
+def test_a_plain_refresh_on_postgresql_is_answered_by_the_fast_path(live: LiveServer) -> None:
+    _postgres_only(live)
+    tenant = live.tenant()
+    token = token_pair(live, tenant)["refresh_token"]
+    before = live.services.fast_refreshes
+
+    response = _refresh(live, tenant, token)
+
+    assert response.status_code == 200, response.text
+    assert live.services.fast_refreshes == before + 1
+    assert live.me(response.json()["access_token"]).status_code == 200
+    [event] = audit_events(live, tenant.company_id, "token.refresh")
+    assert event.outcome == "success"
+
+
+def test_sqlite_keeps_the_synchronous_grant(live: LiveServer) -> None:
+    if live.settings.resolved_database_url().startswith("postgresql"):
+        pytest.skip("SQLite only")
+    tenant = live.tenant()
+
+    response = refresh(live, tenant, token_pair(live, tenant)["refresh_token"])
+
+    assert response.status_code == 200, response.text
+    assert live.services.fast_refreshes == 0
+
+
+def test_the_fast_path_answers_writes_and_logs_as_the_synchronous_grant(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    _postgres_only(live)
+    tenant = live.tenant(token_expiry_hours=5)
+    fast_token = token_pair(live, tenant)["refresh_token"]
+    slow_token = token_pair(live, tenant)["refresh_token"]
+    before = live.services.fast_refreshes
+
+    with caplog.at_level(logging.INFO, logger="erpauth.security"):
+        fast = _refresh(live, tenant, fast_token, scope="api").json()
+        # The synchronous grant itself, as SQLite and every fallback run it.
+        slow = token_response_body(
+            refresh_token_grant(
+                live.services,
+                ClientCredentials(tenant.client_id, tenant.primary_secret, "client_secret_basic"),
+                {"grant_type": "refresh_token", "refresh_token": slow_token, "scope": "api"},
+                Origin(ip_address="127.0.0.1", user_agent=USER_AGENT),
+            )
+        )
+
+    assert live.services.fast_refreshes == before + 1
+    assert _shape(fast) == _shape(slow)
+    assert _claims_shape(fast["access_token"]) == _claims_shape(slow["access_token"])
+    assert _access_row(live, fast) == _access_row(live, slow)
+    assert _refresh_row(live, fast) == _refresh_row(live, slow)
+    assert _used_rows(live, fast_token) == _used_rows(live, slow_token)
+    fast_event, slow_event = _success_events(live, tenant)
+    assert fast_event == slow_event
+    fast_line, slow_line = [
+        record.fields
+        for record in caplog.records
+        if record.getMessage() == "token.refresh success"
+        and record.fields["company_id"] == str(tenant.company_id)
+    ]
+    assert _without_ids(fast_line) == _without_ids(slow_line)
+
+
+def _shape(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (value if key in ("token_type", "expires_in", "scope") else type(value))
+        for key, value in body.items()
+    }
+
+
+def _claims_shape(token: str) -> dict[str, Any]:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    header = jwt.get_unverified_header(token)
+    return {
+        "header": header,
+        "keys": sorted(claims),
+        "lifetime": claims["exp"] - claims["iat"],
+        "same": {
+            key: claims[key]
+            for key in ("iss", "sub", "aud", "client_id", "company_id", "email", "scope")
+        },
+    }
+
+
+def _access_row(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
+    jti = jwt.decode(body["access_token"], options={"verify_signature": False})["jti"]
+    with live.services.database.session() as session:
+        row = session.get(AccessToken, jti)
+        assert row is not None
+        assert row.token_hash == sha256_hex(body["access_token"])
+        values = _columns(row)
+    values["lifetime"] = row.expires_at - row.issued_at
+    return values
+
+
+def _refresh_row(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
+    with live.services.database.session() as session:
+        row = session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(body["refresh_token"]))
+        )
+        assert row is not None
+        values = _columns(row)
+    values["lifetime"] = row.expires_at - row.issued_at
+    return values
+
+
+def _used_rows(live: LiveServer, token: str) -> dict[str, Any]:
+    with live.services.database.session() as session:
+        row = session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(token))
+        )
+        assert row is not None and row.used_at is not None
+        return {key: value for key, value in _columns(row).items() if key != "used_at"}
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    return {
+        column.key: getattr(row, column.key)
+        for column in row.__table__.columns
+        if column.key not in PER_TOKEN
+    }
+
+
+def _success_events(live: LiveServer, tenant: Tenant) -> list[dict[str, Any]]:
+    """Both refreshes' audit events, with the stored JSON text of their detail."""
+    with live.services.database.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT kind, outcome, company_id, actor_id, operator_id, client_id, ip_address,"
+                " user_agent, detail::text AS detail FROM audit_events"
+                " WHERE company_id = :company AND kind = 'token.refresh' ORDER BY id"
+            ),
+            {"company": tenant.company_id},
+        ).mappings()
+        events = [dict(row) for row in rows]
+    assert len(events) == 2
+    for event in events:
+        # The same keys in the same order; the values name each refresh's own tokens.
+        detail = event.pop("detail")
+        event["detail_keys"] = [part.split(":")[0] for part in detail.strip("{}").split(", ")]
+    return events
+
+
+def _without_ids(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if key not in PER_TOKEN | {"used_id"}}
+
+
+def test_refusals_fall_back_to_the_synchronous_grant_and_are_recorded_once(
+    live: LiveServer,
+) -> None:
+    _postgres_only(live)
+    tenant = live.tenant()
+    token = token_pair(live, tenant)["refresh_token"]
+    with live.services.database.session() as session:
+        session.execute(
+            update(Operator).where(Operator.id == tenant.operator.id).values(is_active=False)
+        )
+    before = live.services.fast_refreshes
+
+    with live.client() as http:
+        wrong_secret = http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, "not-the-secret"),
+            data={"grant_type": "refresh_token", "refresh_token": token},
+        )
+    deactivated = refresh(live, tenant, token)
+    unknown = refresh(live, tenant, "not-a-refresh-token")
+    wider = refresh(live, tenant, token, scope="api admin")
+
+    assert live.services.fast_refreshes == before
+    assert wrong_secret.status_code == 401
+    assert wrong_secret.json()["error"] == "invalid_client"
+    assert deactivated.status_code == 400
+    assert "deactivated" in deactivated.json()["error_description"]
+    assert unknown.json()["error"] == "invalid_grant"
+    assert wider.json()["error"] == "invalid_scope"
+    reasons = [e.detail["reason"] for e in audit_events(live, tenant.company_id, "token.refresh")]
+    assert reasons == ["invalid_client", "operator_inactive", "unknown_refresh_token"]
+    assert _used_at(live, token) is None
+
+
+def test_a_reused_token_falls_back_and_revokes_the_family(live: LiveServer) -> None:
+    _postgres_only(live)
+    tenant = live.tenant()
+    first = token_pair(live, tenant)
+    second = _refresh(live, tenant, first["refresh_token"]).json()
+    before = live.services.fast_refreshes
+
+    replay = _refresh(live, tenant, first["refresh_token"])
+
+    assert live.services.fast_refreshes == before
+    assert replay.status_code == 400
+    assert "already used" in replay.json()["error_description"]
+    assert live.me(second["access_token"]).status_code == 401
+    [reuse] = audit_events(live, tenant.company_id, "token.reuse")
+    assert reuse.detail["concurrent"] is False
+
+
+def test_two_refreshes_racing_past_the_read_give_one_success_and_revoke_the_family(
+    live: LiveServer,
+) -> None:
+    """Both read the token unused; the row lock held here lets them reach the claim together."""
+    _postgres_only(live)
+    tenant = live.tenant()
+    presented = token_pair(live, tenant)["refresh_token"]
+    before = live.services.fast_refreshes
+
+    with _locked_refresh_token(live, presented) as lock, ThreadPoolExecutor(2) as pool:
+        racing = [pool.submit(_refresh, live, tenant, presented) for _ in range(2)]
+        _backends_waiting(lock, "WITH claimed AS", count=2)
+        lock.rollback()
+        responses = [future.result(timeout=30) for future in racing]
+
+    [winner] = [r for r in responses if r.status_code == 200]
+    [loser] = [r for r in responses if r.status_code != 200]
+    assert live.services.fast_refreshes == before + 1
+    assert loser.status_code == 400
+    assert "already used" in loser.json()["error_description"]
+    # The loser's presentation was a reuse, so the winner's new tokens died with it.
+    assert live.me(winner.json()["access_token"]).status_code == 401
+    assert refresh(live, tenant, winner.json()["refresh_token"]).status_code == 400
+    [reuse] = audit_events(live, tenant.company_id, "token.reuse")
+    assert reuse.detail["concurrent"] is True
+    assert reuse.detail["refresh_tokens_revoked"] == 2
+
+
+@pytest.mark.parametrize(
+    ("lock", "waiting_on"),
+    [("operator", "FOR SHARE OF op"), ("refresh_token", "WITH claimed AS")],
+    ids=["during_the_read", "during_the_write"],
+)
+def test_a_connection_killed_mid_refresh_answers_503_and_writes_nothing(
+    live: LiveServer, lock: str, waiting_on: str
+) -> None:
+    _postgres_only(live)
+    tenant = live.tenant()
+    pair = token_pair(live, tenant)
+    presented = pair["refresh_token"]
+    pool = live.services.database.async_autocommit.sync_engine.pool
+    locking = _locked_operator if lock == "operator" else _locked_refresh_token
+
+    with locking(live, tenant.operator.id if lock == "operator" else presented) as held:
+        with ThreadPoolExecutor(1) as threads:
+            pending: Future[httpx.Response] = threads.submit(_refresh, live, tenant, presented)
+            [pid] = _backends_waiting(held, waiting_on, count=1)
+            held.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            response = pending.result(timeout=30)
+        held.rollback()
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert response.headers["retry-after"]
+    assert pool.checkedout() == 0
+    # Nothing of the refresh was kept: the token is unused, nothing new was issued.
+    assert _used_at(live, presented) is None
+    assert _issued_count(live, tenant) == (1, 1)
+    assert audit_events(live, tenant.company_id, "token.refresh") == []
+    # The pool replaced the dead connection; the same token now refreshes normally.
+    before = live.services.fast_refreshes
+    assert _refresh(live, tenant, presented).status_code == 200
+    assert live.services.fast_refreshes == before + 1
+    assert live.me(pair["access_token"]).status_code == 200
+
+
+@contextmanager
+def _locked_refresh_token(live: LiveServer, token: str) -> Iterator[Connection]:
+    """Holds the refresh token's row locked, which stops a refresh at its claim."""
+    with live.services.database.engine.connect() as connection:
+        connection.execute(
+            text("SELECT id FROM refresh_tokens WHERE token_hash = :hash FOR UPDATE"),
+            {"hash": sha256_hex(token)},
+        )
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
+@contextmanager
+def _locked_operator(live: LiveServer, operator_id: Any) -> Iterator[Connection]:
+    """Holds the operator's row locked, which stops a refresh at its share-locking read."""
+    with live.services.database.engine.connect() as connection:
+        connection.execute(
+            text("SELECT id FROM operators WHERE id = :id FOR UPDATE"), {"id": operator_id}
+        )
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
+def _backends_waiting(connection: Connection, statement: str, *, count: int) -> list[int]:
+    """The process ids of ``count`` backends waiting for a lock in ``statement``."""
+    deadline = time.monotonic() + 10
+    while True:
+        # Within a transaction, pg_stat_activity is read once and kept: read it afresh.
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        pids = list(
+            connection.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND position(:statement IN query) > 0"
+                ),
+                {"statement": statement},
+            ).scalars()
+        )
+        if len(pids) >= count or time.monotonic() > deadline:
+            assert len(pids) == count, f"{len(pids)} backends waiting in {statement!r}"
+            return pids
+        time.sleep(0.02)
+
+
+def _used_at(live: LiveServer, token: str) -> Any:
+    with live.services.database.session() as session:
+        return session.scalar(
+            select(RefreshToken.used_at).where(RefreshToken.token_hash == sha256_hex(token))
+        )
+
+
+def _issued_count(live: LiveServer, tenant: Tenant) -> tuple[int, int]:
+    """How many access tokens and refresh tokens the tenant's operator holds."""
+    with live.services.database.session() as session:
+        access = session.scalars(
+            select(AccessToken.jti).where(AccessToken.operator_id == tenant.operator.id)
+        ).all()
+        refresh_tokens = session.scalars(
+            select(RefreshToken.id).where(RefreshToken.operator_id == tenant.operator.id)
+        ).all()
+    return len(access), len(refresh_tokens)
