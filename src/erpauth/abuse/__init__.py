@@ -38,7 +38,7 @@ class AbuseControls:
         self.store = CounterStore(settings)
         self.trail = RepeatAudit(self.store, database, settings.audit_repeat_seconds)
         limiter = Limiter(self.store)
-        self.calls = CallLimits(limiter, self.trail, shared=self.store.shared)
+        self.calls = CallLimits(limiter, self.trail)
         self.requests = RequestLimits(settings, limiter, self.trail)
         self.hashing = HashingGate(
             settings.hashing_concurrency, settings.hashing_queue, settings.hashing_wait_seconds

@@ -124,7 +124,7 @@ class Limiter:
     """Counts requests against limits in the counter store, through per-process leases."""
 
     def __init__(self, store: CounterStore) -> None:
-        self._store = store
+        self.store = self._store = store
         self._leases: dict[LeaseKey, _Lease] = {}
         # One taker per key at a time: requests that find a lease spent together must not
         # each take a new one from the store.
@@ -282,10 +282,10 @@ class CallLimits:
     not become an outage of every company's API. The store logs an error line when it happens.
     """
 
-    def __init__(self, limiter: Limiter, trail: RepeatAudit, *, shared: bool) -> None:
+    def __init__(self, limiter: Limiter, trail: RepeatAudit) -> None:
         self._limiter = limiter
         self._trail = trail
-        self._shared = shared
+        self._store = limiter.store
         self._limits: dict[int, Limit] = {}
         # Companies whose lease is being renewed from Redis, on the event loop's side.
         self._refills: dict[str, asyncio.Event] = {}
@@ -301,7 +301,7 @@ class CallLimits:
         usage = self.hit_locally(token)
         if usage is not None:
             return usage
-        if not self._shared:
+        if not self._store.shared:
             return self.hit(token)  # memory: nothing to wait for
         key = _company_key(token)
         while (refill := self._refills.get(key)) is not None:
@@ -309,6 +309,8 @@ class CallLimits:
             usage = self.hit_locally(token)
             if usage is not None:
                 return usage
+        if self._store.down():
+            return None  # what hit would answer, without a thread to learn it
         refill = self._refills[key] = asyncio.Event()
         try:
             # Redis may be slow or gone (then up to its timeout): never on the event loop.
@@ -330,7 +332,8 @@ class CallLimits:
 
         Never waits: safe on the event loop.
         """
-        return self._limiter.hit_locally(self._limit(token), _company_key(token))
+        limit = self._limits.get(token.call_limit_per_minute) or self._limit(token)
+        return self._limiter.hit_locally(limit, _uuid_text(token.company_id))
 
     def refusal(self, token: TokenContext, usage: Usage, origin: Origin) -> Throttled:
         """The 429 for a call that ``hit`` refused; the hit is logged and audited."""
