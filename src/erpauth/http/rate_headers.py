@@ -48,11 +48,5 @@ def _with_headers(message: Message, usage: object) -> Message:
             rate_limit = True
     added = [*headers] if cache_control else [*headers, NO_STORE]
     if isinstance(usage, Usage) and not rate_limit:
-        limit = usage.limit
-        added += (
-            limit.raw_limit,
-            (b"ratelimit-remaining", b"%d" % usage.remaining),
-            (b"ratelimit-reset", b"%d" % usage.reset_after),
-            limit.raw_policy,
-        )  # Usage.raw_headers(), spelled out: this runs on every API call
+        added += usage.raw_headers()
     return {**message, "headers": added}
