@@ -13,6 +13,10 @@ a tenth of what the store has left; a lease that lapsed shrinks the next one to 
 and hands it what it did not use if the next one comes within a few seconds (those calls were
 counted a little before they are made). Calls a process took and never used are lost to the
 count, so a busy company can be refused a little before its limit.
+
+On the event loop (``CallLimits.hit_async``), the requests that find a company's lease spent
+wait for one of them to take the next from Redis in a worker thread, instead of each taking a
+thread only to queue there for the same answer.
 """
 
 import asyncio
@@ -205,8 +209,11 @@ class Limiter:
         lifetime = LEASE_SECONDS
         if not allowed:
             # A refusal is remembered until a call may fit again, at most for the lease time,
-            # so that a flood of refused requests does not become a flood on the store.
-            lifetime = min(LEASE_SECONDS, max(0.0, reset_at - time.time()))
+            # so that a flood of refused requests does not become a flood on the store. Redis's
+            # sliding window at times answers a refusal with a reset time of now, which tells
+            # nothing: then for the lease time.
+            wait = reset_at - time.time()
+            lifetime = min(LEASE_SECONDS, wait) if wait > 0 else LEASE_SECONDS
         lease = _Lease(
             units=carried + took - 1 if allowed else 0,
             size=carried + took if allowed else 0,
