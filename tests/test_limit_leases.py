@@ -4,21 +4,27 @@ Each ``Limiter`` below stands for one erpauth process; two of them on one Redis 
 processes sharing a limit.
 """
 
+import asyncio
 import secrets
 import sys
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from limits import RateLimitItemPerSecond
+from starlette.concurrency import run_in_threadpool
 
 from erpauth.abuse import limits as limits_module
-from erpauth.abuse.limits import LEASE_SHARE, Limit, Limiter
+from erpauth.abuse.limits import LEASE_SHARE, CallLimits, Limit, Limiter
 from erpauth.abuse.storage import Backend, CounterStore
+from erpauth.abuse.trail import RepeatAudit
+from erpauth.domain.tokens import TokenContext
 from tests.support import LIMITS_KEY_PREFIX, inside_one_window, make_settings
 
 T = TypeVar("T")
@@ -192,3 +198,115 @@ def test_bursty_traffic_well_under_the_limit_is_never_refused(
 
     assert (64 + 1) * 30 * len(processes) + 2 * limit.amount // LEASE_SHARE <= limit.amount
     assert refused == 0
+
+
+def _token(call_limit: int) -> TokenContext:
+    now = datetime.now(UTC)
+    return TokenContext(
+        jti=secrets.token_urlsafe(8),
+        operator_id=uuid.uuid4(),
+        email="operator@example.com",
+        display_name="Operator",
+        is_system_admin=False,
+        company_id=uuid.uuid4(),
+        company_name="Company",
+        account_code="C1",
+        client_id="client",
+        scope="api",
+        issued_at=now,
+        expires_at=now + timedelta(hours=1),
+        call_limit_per_minute=call_limit,
+    )
+
+
+class CountingThreads:
+    """Starlette's thread pool as CallLimits uses it, counting the trips."""
+
+    def __init__(self) -> None:
+        self.trips = 0
+        self.concurrent = 0
+        self.most_concurrent = 0
+
+    async def __call__(self, function: Callable[..., T], *args: object) -> T:
+        self.trips += 1
+        self.concurrent += 1
+        self.most_concurrent = max(self.most_concurrent, self.concurrent)
+        try:
+            return await run_in_threadpool(function, *args)
+        finally:
+            self.concurrent -= 1
+
+
+def _call_limits(store: CounterStore) -> CallLimits:
+    # The audit trail is only written for refusals, which these tests do not make.
+    return CallLimits(Limiter(store), RepeatAudit(store, None, 60))  # type: ignore[arg-type]
+
+
+async def _together(calls: CallLimits, token: TokenContext, count: int) -> list:
+    return await asyncio.gather(*(calls.hit_async(token) for _ in range(count)))
+
+
+def test_api_calls_that_find_the_lease_spent_wait_for_one_trip_to_the_store(
+    tmp_path: Path, limits_storage: str | None, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path, limits_storage, prefix)
+    threads = CountingThreads()
+    monkeypatch.setattr(limits_module, "run_in_threadpool", threads)
+    calls = _call_limits(store)
+    token = _token(100_000)
+
+    usages = asyncio.run(_together(calls, token, 500))
+
+    assert all(usage is not None and usage.allowed for usage in usages)
+    # Leases of 1, 2, 4, ... 256 calls: nine takes for 500 calls, one at a time.
+    assert store.asked <= 10
+    if limits_storage is None:
+        assert threads.trips == 0  # memory counts on the event loop: nothing to wait for
+    else:
+        assert threads.trips == store.asked
+        assert threads.most_concurrent == 1
+    item = RateLimitItemPerSecond(100_000, 60, namespace="company_calls_per_minute")
+    stats = store.run(
+        lambda backend: backend.window.get_window_stats(item, str(token.company_id)),
+        fail_open=False,
+    )
+    assert stats is not None
+    # Every admitted call was counted; what is counted beyond them is held, at most a lease.
+    counted = 100_000 - stats.remaining
+    assert 500 <= counted <= 500 + 256
+
+
+def test_api_calls_waiting_together_never_exceed_a_limit_shared_by_processes(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    inside_one_window()
+    token = _token(300)
+    processes = [_call_limits(_store(tmp_path, redis_url, prefix)) for _ in range(2)]
+
+    async def load() -> list:
+        bursts = [_together(calls, token, 40) for calls in processes for _ in range(5)]
+        return [usage for burst in await asyncio.gather(*bursts) for usage in burst]
+
+    usages = asyncio.run(load())
+
+    assert all(usage is not None for usage in usages)
+    allowed = sum(usage.allowed for usage in usages)
+    # 400 calls against a limit of 300, from two processes: never above it, and below it
+    # by no more than the calls each process took and did not use (1% of 300: 3 each).
+    assert 300 - 2 * 3 <= allowed <= 300
+
+
+def test_api_calls_fail_open_without_a_thread_while_redis_is_down(
+    tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A port nothing listens on: the first take fails, and Redis is taken for down.
+    store = _store(tmp_path, "redis://127.0.0.1:9/0", prefix)
+    threads = CountingThreads()
+    monkeypatch.setattr(limits_module, "run_in_threadpool", threads)
+    calls = _call_limits(store)
+
+    usages = asyncio.run(_together(calls, _token(100_000), 50))
+
+    assert usages == [None] * 50  # not enforced, as docs/abuse.md says
+    assert store.down()
+    assert threads.trips == 1  # the one that found Redis gone; the others knew

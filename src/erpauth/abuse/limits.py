@@ -13,17 +13,23 @@ a tenth of what the store has left; a lease that lapsed shrinks the next one to 
 and hands it what it did not use if the next one comes within a few seconds (those calls were
 counted a little before they are made). Calls a process took and never used are lost to the
 count, so a busy company can be refused a little before its limit.
+
+On the event loop (``CallLimits.hit_async``), the requests that find a company's lease spent
+wait for one of them to take the next from Redis in a worker thread, instead of each taking a
+thread only to queue there for the same answer.
 """
 
+import asyncio
 import functools
 import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from limits import RateLimitItemPerSecond
+from starlette.concurrency import run_in_threadpool
 
 from erpauth.abuse.errors import Throttled
 from erpauth.abuse.keys import key_part
@@ -46,6 +52,14 @@ class Limit:
     name: str
     amount: int
     seconds: int = 60
+    # The headers that depend on the limit alone, encoded once: they go out on every API call.
+    raw_limit: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+    raw_policy: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "raw_limit", (b"ratelimit-limit", b"%d" % self.amount))
+        policy = b"%d;w=%d" % (self.amount, self.seconds)
+        object.__setattr__(self, "raw_policy", (b"ratelimit-policy", policy))
 
     def describe(self) -> str:
         per = "minute" if self.seconds == 60 else f"{self.seconds} seconds"
@@ -75,10 +89,10 @@ class Usage(NamedTuple):
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """``headers()`` as ASGI header pairs."""
         return [
-            (b"ratelimit-limit", b"%d" % self.limit.amount),
+            self.limit.raw_limit,
             (b"ratelimit-remaining", b"%d" % self.remaining),
             (b"ratelimit-reset", b"%d" % self.reset_after),
-            (b"ratelimit-policy", b"%d;w=%d" % (self.limit.amount, self.limit.seconds)),
+            self.limit.raw_policy,
         ]
 
 
@@ -114,7 +128,7 @@ class Limiter:
     """Counts requests against limits in the counter store, through per-process leases."""
 
     def __init__(self, store: CounterStore) -> None:
-        self._store = store
+        self.store = self._store = store
         self._leases: dict[LeaseKey, _Lease] = {}
         # One taker per key at a time: requests that find a lease spent together must not
         # each take a new one from the store.
@@ -144,10 +158,11 @@ class Limiter:
 
         Without ``wait`` it never waits: safe on the event loop.
         """
-        if not self._lock.acquire(blocking=wait):
+        # Runs on every API call: the lease key is spelled out rather than made by _lease_key.
+        if not self._lock.acquire(wait):
             return None
         try:
-            lease = self._leases.get(_lease_key(limit, key))
+            lease = self._leases.get((limit.name, limit.amount, limit.seconds, key))
             if lease is None or lease.expires <= time.monotonic():
                 return None
             if not lease.allowed:
@@ -155,7 +170,12 @@ class Limiter:
             if lease.units <= 0:
                 return None
             lease.units -= 1
-            return _usage(limit, lease, allowed=True)
+            return Usage(
+                limit,
+                True,
+                lease.store_remaining + lease.units,
+                max(0, math.ceil(lease.reset_at - time.time())),
+            )
         finally:
             self._lock.release()
 
@@ -189,8 +209,11 @@ class Limiter:
         lifetime = LEASE_SECONDS
         if not allowed:
             # A refusal is remembered until a call may fit again, at most for the lease time,
-            # so that a flood of refused requests does not become a flood on the store.
-            lifetime = min(LEASE_SECONDS, max(0.0, reset_at - time.time()))
+            # so that a flood of refused requests does not become a flood on the store. Redis's
+            # sliding window at times answers a refusal with a reset time of now, which tells
+            # nothing: then for the lease time.
+            wait = reset_at - time.time()
+            lifetime = min(LEASE_SECONDS, wait) if wait > 0 else LEASE_SECONDS
         lease = _Lease(
             units=carried + took - 1 if allowed else 0,
             size=carried + took if allowed else 0,
@@ -269,7 +292,39 @@ class CallLimits:
     def __init__(self, limiter: Limiter, trail: RepeatAudit) -> None:
         self._limiter = limiter
         self._trail = trail
+        self._store = limiter.store
         self._limits: dict[int, Limit] = {}
+        # Companies whose lease is being renewed from Redis, on the event loop's side.
+        self._refills: dict[str, asyncio.Event] = {}
+
+    async def hit_async(self, token: TokenContext) -> Usage | None:
+        """``hit`` for the event loop: the counter store is asked off it, one request at a time.
+
+        When a company's lease is spent, every request that finds it so would otherwise take a
+        thread to ask Redis, where all but the first would only queue for the first one's
+        answer. Here the first one asks; the others wait for it on the event loop and then
+        try the new lease, and ask themselves only if it has nothing left for them.
+        """
+        usage = self.hit_locally(token)
+        if usage is not None:
+            return usage
+        if not self._store.shared:
+            return self.hit(token)  # memory: nothing to wait for
+        key = _company_key(token)
+        while (refill := self._refills.get(key)) is not None:
+            await refill.wait()
+            usage = self.hit_locally(token)
+            if usage is not None:
+                return usage
+        if self._store.down():
+            return None  # what hit would answer, without a thread to learn it
+        refill = self._refills[key] = asyncio.Event()
+        try:
+            # Redis may be slow or gone (then up to its timeout): never on the event loop.
+            return await run_in_threadpool(self.hit, token)
+        finally:
+            del self._refills[key]
+            refill.set()
 
     def hit(self, token: TokenContext) -> Usage | None:
         """Counts the call; None when the limit cannot be told (Redis is down).
@@ -280,8 +335,12 @@ class CallLimits:
         return self._limiter.hit(self._limit(token), _company_key(token), fail_open=True)
 
     def hit_locally(self, token: TokenContext) -> Usage | None:
-        """Counts the call from this process's lease without waiting; None if ``hit`` must."""
-        return self._limiter.hit_locally(self._limit(token), _company_key(token))
+        """Counts the call from this process's lease without waiting; None if ``hit`` must.
+
+        Never waits: safe on the event loop.
+        """
+        limit = self._limits.get(token.call_limit_per_minute) or self._limit(token)
+        return self._limiter.hit_locally(limit, _uuid_text(token.company_id))
 
     def refusal(self, token: TokenContext, usage: Usage, origin: Origin) -> Throttled:
         """The 429 for a call that ``hit`` refused; the hit is logged and audited."""

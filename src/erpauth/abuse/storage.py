@@ -64,6 +64,10 @@ class CounterStore:
         """True when the counts are shared with other processes through Redis."""
         return self._shared is not None
 
+    def down(self) -> bool:
+        """True while Redis is taken for down: ``run`` then does not ask it."""
+        return self._shared is not None and time.monotonic() < self._down_until
+
     def run(self, operation: Callable[[Backend], T], *, fail_open: bool) -> T | None:
         """The operation's result; None when Redis is down and ``fail_open`` is asked for."""
         if self._shared is None:

@@ -27,6 +27,7 @@ DEFAULT_SCOPE = "api"
 SUPPORTED_SCOPES = frozenset({DEFAULT_SCOPE})
 JWT_TYPE = "at+jwt"  # RFC 9068 §2.1
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+_LAST_USED_SECONDS = LAST_USED_RESOLUTION.total_seconds()
 CLOCK_SKEW_SECONDS = 10
 VERIFIED_SIGNATURES = 10_000
 
@@ -231,18 +232,20 @@ class TokenService:
         engine = self._database.async_autocommit
         assert engine is not None, "only for databases with an asyncio driver"
 
-        cached = self.standing.get(token)
-        if cached is not None and self.standing.behind():
+        standing = self.standing
+        cached = standing.get(token)
+        if cached is not None and standing.behind():
             # A change notice has arrived but is not read yet: read it, then look again.
-            cached = self.standing.get(token) if await self.standing.catch_up() else None
+            cached = standing.get(token) if await standing.catch_up() else None
         if cached is not None:
             # Signature, claims and standing held when the entry was stored, and still do:
             # every change that could undo them is announced and drops the entry. Expiry is
             # the one thing that time alone changes.
             if cached.expires_at is not None and cached.expires_at <= time.time():
                 raise InvalidToken("the access token has expired")
-            if time.monotonic() - cached.touched_at > LAST_USED_RESOLUTION.total_seconds():
-                cached.touched_at = time.monotonic()
+            now = time.monotonic()
+            if now - cached.touched_at > _LAST_USED_SECONDS:
+                cached.touched_at = now
                 async with engine.connect() as connection:
                     await connection.execute(_touch(cached.jti))
             return cached.context

@@ -12,7 +12,8 @@ class BearerResponseHeaders:
 
     ``erpauth.oauth.bearer.authenticate`` leaves the token's context and the company's
     call-limit usage in the request state; any response of such a request carries them,
-    whatever the endpoint returns.
+    whatever the endpoint returns. Every request passes through here, and every API call
+    adds headers: the pairs are pre-encoded and the response's header list is read once.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -26,16 +27,26 @@ class BearerResponseHeaders:
         state = scope.setdefault("state", {})
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and "token" in state:
-                headers = list(message.get("headers", []))
-                # Starlette's responses name their headers in lower case.
-                present = {name for name, _ in headers}
-                if b"cache-control" not in present:
-                    headers.append(NO_STORE)
-                usage = state.get("rate_limit")
-                if isinstance(usage, Usage) and b"ratelimit-limit" not in present:
-                    headers += usage.raw_headers()
-                message = {**message, "headers": headers}
+            if "token" in state and message["type"] == "http.response.start":
+                message = _with_headers(message, state.get("rate_limit"))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _with_headers(message: Message, usage: object) -> Message:
+    """The response start with no-store and the usage's headers, unless the endpoint set its own.
+
+    Starlette's responses name their headers in lower case.
+    """
+    headers = message.get("headers") or ()
+    cache_control = rate_limit = False
+    for name, _ in headers:
+        if name == b"cache-control":
+            cache_control = True
+        elif name == b"ratelimit-limit":
+            rate_limit = True
+    added = [*headers] if cache_control else [*headers, NO_STORE]
+    if isinstance(usage, Usage) and not rate_limit:
+        added += usage.raw_headers()
+    return {**message, "headers": added}

@@ -77,8 +77,10 @@ async def authenticate(request: Request) -> TokenContext:
 
     Whatever the answer, it is about the token's operator: ``BearerResponseHeaders`` marks it
     ``Cache-Control: no-store`` and adds the call-limit usage left in the request state.
+    Runs on every API call, so it reads the scope directly rather than through ``Request``.
     """
-    header = _authorization(request.scope["headers"])
+    scope = request.scope
+    header = _authorization(scope["headers"])
     if not header:
         raise MissingToken(
             "this API needs an access token: send Authorization: Bearer <token>", REALM
@@ -91,7 +93,7 @@ async def authenticate(request: Request) -> TokenContext:
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("the access token is invalid", REALM)
 
-    services: Services = request.app.state.services
+    services: Services = scope["app"].state.services
     try:
         if services.database.async_autocommit is not None:
             context = await services.tokens.authenticate_async(token)
@@ -102,16 +104,14 @@ async def authenticate(request: Request) -> TokenContext:
         raise InvalidToken(str(exc), REALM) from exc
 
     # What request.state shows, written without building its wrapper on this hot path.
-    state = request.scope.setdefault("state", {})
+    state = scope.setdefault("state", {})
     state["token"] = context
     # Counted after the token check: a request without a valid token is no company's call.
     calls = services.abuse.calls
+    # Mostly from this process's lease, without a coroutine; hit_async when it has no call.
     usage = calls.hit_locally(context)
-    if usage is None and services.abuse.store.shared:
-        # Redis may be slow or gone (then up to its timeout): never on the event loop.
-        usage = await run_in_threadpool(calls.hit, context)
-    elif usage is None:
-        usage = calls.hit(context)
+    if usage is None:
+        usage = await calls.hit_async(context)
     state["rate_limit"] = usage
     if usage is not None and not usage.allowed:
         # The refusal is audited (once per window), which may wait for the database.
