@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from erpauth import allocator
-from erpauth.config import Settings
+from erpauth.config import MAX_HASHING_THREADS, Settings, available_cores
 from erpauth.demo import ensure_demo
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
@@ -477,6 +477,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # The issuer and the links we print should name the address actually served.
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["ERPAUTH_PUBLIC_URL"] = f"http://{host}:{args.port}"
+    if "ERPAUTH_HASHING_CONCURRENCY" not in os.environ:
+        # Hashing is all CPU: the worker processes share the cores rather than each taking
+        # all of them, which would only make checks wait for each other and keep more memory.
+        threads = max(1, min(available_cores() // args.workers, MAX_HASHING_THREADS))
+        os.environ["ERPAUTH_HASHING_CONCURRENCY"] = str(threads)
     services = build_services(settings, migrate=True)
     try:
         services.keys.reload()  # fail here, readably, rather than in every worker
