@@ -477,11 +477,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # The issuer and the links we print should name the address actually served.
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["ERPAUTH_PUBLIC_URL"] = f"http://{host}:{args.port}"
-    if "ERPAUTH_HASHING_CONCURRENCY" not in os.environ:
-        # Hashing is all CPU: the worker processes share the cores rather than each taking
-        # all of them, which would only make checks wait for each other and keep more memory.
-        threads = max(1, min(available_cores() // args.workers, MAX_HASHING_THREADS))
-        os.environ["ERPAUTH_HASHING_CONCURRENCY"] = str(threads)
+    share_cores_for_hashing(args.workers)
     services = build_services(settings, migrate=True)
     try:
         services.keys.reload()  # fail here, readably, rather than in every worker
@@ -502,6 +498,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         **server_options(settings),
     )
     return 0
+
+
+def share_cores_for_hashing(workers: int) -> None:
+    """Gives each worker process its share of the cores as hashing threads, unless set.
+
+    Hashing is all CPU: workers that each took every core would only make checks wait for
+    each other, and keep more working memory.
+    """
+    if "ERPAUTH_HASHING_CONCURRENCY" not in os.environ:
+        threads = max(1, min(available_cores() // max(workers, 1), MAX_HASHING_THREADS))
+        os.environ["ERPAUTH_HASHING_CONCURRENCY"] = str(threads)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
