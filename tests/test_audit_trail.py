@@ -8,12 +8,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.logs import JsonFormatter
 from erpauth.storage.models import AuditEvent
-from tests.support import LiveServer, Tenant
+from tests.support import TOKEN_PATH, LiveServer, Operator, Tenant
 
 
 def add_event(
@@ -175,3 +176,55 @@ def test_wrong_secret_for_a_real_client_id_lands_in_that_companys_trail(live: Li
         events = audit.list_events(session, tenant.company_id, kind="token.issue")
     assert refused.status_code == 401
     assert [(e.outcome, e.detail["reason"]) for e in events] == [("refused", "invalid_client")]
+
+
+def test_each_password_grant_decision_leaves_one_row_in_the_companys_trail(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    closed = live.tenant(api_enabled=False)
+
+    issued = live.password_grant(tenant)
+    wrong = live.password_grant(
+        tenant, Operator(tenant.operator.email, "not-the-password", tenant.operator.id)
+    )
+    license_closed = live.password_grant(closed)
+
+    with live.services.database.session() as session:
+        events = audit.list_events(session, tenant.company_id, kind="token.issue")
+        closed_events = audit.list_events(session, closed.company_id, kind="token.issue")
+    assert (issued.status_code, wrong.status_code, license_closed.status_code) == (200, 400, 400)
+    assert sorted((e.outcome, e.detail.get("reason")) for e in events) == [
+        ("refused", "wrong_credentials"),
+        ("success", None),
+    ]
+    assert {e.operator_id for e in events} == {tenant.operator.id}
+    assert [(e.outcome, e.detail["reason"], e.client_id) for e in closed_events] == [
+        ("refused", "license_api_disabled", closed.client_id)
+    ]
+
+
+def test_an_unknown_client_id_is_audited_with_the_id_it_tried(live: LiveServer) -> None:
+    tenant = live.tenant()
+    made_up = f"no-such-client-{tenant.code}"
+
+    with live.client() as http:
+        refused = http.post(
+            TOKEN_PATH,
+            auth=(made_up, tenant.primary_secret),
+            data={
+                "grant_type": "password",
+                "username": tenant.operator.email,
+                "password": tenant.operator.password,
+            },
+        )
+
+    with live.services.database.session() as session:
+        rows = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.kind == "token.issue", AuditEvent.company_id.is_(None)
+            )
+        ).all()
+    assert refused.status_code == 401
+    tried = [row for row in rows if row.detail.get("attempted_client_id") == made_up]
+    assert [(row.outcome, row.detail["reason"]) for row in tried] == [("refused", "invalid_client")]

@@ -285,3 +285,30 @@ def test_console_script_is_installed() -> None:
     )
     assert done.returncode == 0
     assert "serve" in done.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2, 64])
+def test_serve_shares_the_cores_among_its_workers_as_hashing_threads(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erpauth.cli import share_cores_for_hashing
+    from erpauth.config import Settings, available_cores
+
+    # Set, then removed: the monkeypatch then removes what the command sets, after the test.
+    monkeypatch.setenv("ERPAUTH_HASHING_CONCURRENCY", "1")
+    monkeypatch.delenv("ERPAUTH_HASHING_CONCURRENCY")
+    share_cores_for_hashing(workers)
+
+    threads = Settings().hashing_concurrency
+    assert threads == max(1, available_cores() // workers)
+    assert threads * workers <= available_cores() or threads == 1
+
+
+def test_serve_keeps_the_hashing_threads_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from erpauth.cli import share_cores_for_hashing
+    from erpauth.config import Settings
+
+    monkeypatch.setenv("ERPAUTH_HASHING_CONCURRENCY", "3")
+    share_cores_for_hashing(4)
+
+    assert Settings().hashing_concurrency == 3

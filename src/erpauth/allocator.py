@@ -1,13 +1,17 @@
 """Keeps glibc from holding on to the memory that password hashing borrows, cheaply.
 
-Each argon2id verification allocates its memory cost (19 MiB or more) and frees it. glibc
+Password checks at sign-in run in working memory that the hashing threads keep and give back
+themselves (``erpauth.abuse.hashing``); what follows is about the rest: hashing a new password
+(set, changed or re-hashed) and any other large allocation.
+
+Each argon2id hash allocates its memory cost (19 MiB or more) and frees it. glibc
 raises its mmap threshold after such a free, so later hashes come from per-thread arenas
 that are never given back: a worker's resident memory then grows with every thread that ever
 hashed. A fixed threshold sends these blocks to mmap (returned on free), and two arenas keep
 the rest compact.
 
 Fresh mappings cost page faults, though: 4,865 of them for 19 MiB in 4 KiB pages, about 10 ms
-of kernel time per verification, half again the hash itself. With glibc's ``hugetlb``
+of kernel time per hash, half again the hash itself. With glibc's ``hugetlb``
 tunable those mappings are made of transparent huge pages (where the kernel allows them,
 as by default): a few hundred faults, about 1.5 ms. Tunables are read when a process starts,
 so ``erpauth serve`` runs itself again with the tunable set (``with_huge_pages``).

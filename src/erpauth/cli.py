@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from erpauth import allocator
-from erpauth.config import Settings
+from erpauth.config import MAX_HASHING_THREADS, Settings, available_cores
 from erpauth.demo import ensure_demo
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
@@ -477,6 +477,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # The issuer and the links we print should name the address actually served.
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["ERPAUTH_PUBLIC_URL"] = f"http://{host}:{args.port}"
+    share_cores_for_hashing(args.workers)
     services = build_services(settings, migrate=True)
     try:
         services.keys.reload()  # fail here, readably, rather than in every worker
@@ -496,6 +497,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         **server_options(settings),
     )
     return 0
+
+
+def share_cores_for_hashing(workers: int) -> None:
+    """Gives each worker process its share of the cores as hashing threads, unless set.
+
+    Hashing is all CPU: workers that each took every core would only make checks wait for
+    each other, and keep more working memory.
+    """
+    if "ERPAUTH_HASHING_CONCURRENCY" not in os.environ:
+        threads = max(1, min(available_cores() // max(workers, 1), MAX_HASHING_THREADS))
+        os.environ["ERPAUTH_HASHING_CONCURRENCY"] = str(threads)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

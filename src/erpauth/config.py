@@ -1,6 +1,7 @@
 """Service configuration, read from ``ERPAUTH_*`` environment variables."""
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +14,15 @@ from sqlalchemy.exc import ArgumentError
 # OWASP Password Storage Cheat Sheet, argon2id: at least 19 MiB of memory and 2 iterations.
 OWASP_MIN_MEMORY_KIB = 19 * 1024
 OWASP_MIN_TIME_COST = 2
+MAX_HASHING_THREADS = 64
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -73,7 +83,15 @@ class Settings(BaseSettings):
     signin_failures_before_lockout: int = Field(10, ge=1)
     signin_lockout_seconds: int = Field(900, ge=1)
     signin_account_failures_before_lockout: int = Field(100, ge=1)
-    hashing_concurrency: int = Field(2, ge=1, le=64)
+    hashing_concurrency: int = Field(
+        default_factory=lambda: min(available_cores(), MAX_HASHING_THREADS),
+        ge=1,
+        le=MAX_HASHING_THREADS,
+        description=(
+            "Hashing threads per process: password checks that run at once. Default: the CPU "
+            "cores the process may use, shared among the worker processes of `erpauth serve`."
+        ),
+    )
     hashing_queue: int = Field(8, ge=0, le=1000)
     hashing_wait_seconds: float = Field(5.0, gt=0, le=60)
     audit_repeat_seconds: int = Field(60, ge=1)

@@ -11,7 +11,7 @@ Refusals raise ``Throttled`` (429) or ``Saturated`` (503); ``erpauth.http.errors
 """
 
 from erpauth.abuse.errors import Saturated, Throttled
-from erpauth.abuse.hashing import HashingGate
+from erpauth.abuse.hashing import HashingPool
 from erpauth.abuse.limits import CallLimits, Limit, Limiter, RequestLimits, Usage
 from erpauth.abuse.signin import SignInAttempt, SignInGuard
 from erpauth.abuse.storage import CounterStore
@@ -40,10 +40,11 @@ class AbuseControls:
         limiter = Limiter(self.store)
         self.calls = CallLimits(limiter, self.trail)
         self.requests = RequestLimits(settings, limiter, self.trail)
-        self.hashing = HashingGate(
+        self.hashing = HashingPool(
             settings.hashing_concurrency, settings.hashing_queue, settings.hashing_wait_seconds
         )
         self.sign_in = SignInGuard(settings, self.store, self.trail, self.hashing, hasher)
 
     def close(self) -> None:
+        self.hashing.close()
         self.store.close()

@@ -1,37 +1,151 @@
-"""Bounded password hashing.
+"""Bounded password hashing, on threads of its own.
 
-Checking a password with argon2 costs tens of milliseconds of CPU and ~19 MiB of memory, and
-it runs on the threads that also serve the API. Without a bound, a flood of sign-ins would
-occupy every thread and the API would stop answering. The gate lets a few checks run, a few
-more wait, and turns the rest away at once.
+Checking a password with argon2 costs tens of milliseconds of CPU and ~19 MiB of memory. The
+checks run on a few hashing threads per process, not on the threads that serve requests:
+
+- at most ``threads`` checks run at once, so a flood of sign-ins cannot occupy every request
+  thread, and checks do not outnumber the cores and slow each other down; a few more wait,
+  and the rest are turned away at once (``Saturated``);
+- each hashing thread keeps its argon2 working memory from one check to the next
+  (``WorkingMemory``), so the kernel does not map and zero 19 MiB again for every check, and
+  gives it back to the system once it has had nothing to do for ``linger_seconds``.
 """
 
+import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from erpauth.abuse.errors import Saturated
+from erpauth.security.argon2_memory import WorkingMemory
+
+T = TypeVar("T")
+
+# Long enough that steady sign-ins keep the memory, short enough that an idle process soon
+# holds nothing for hashing.
+LINGER_SECONDS = 1.0
 
 
-class HashingGate:
-    """At most ``concurrency`` checks at once and ``queue`` more waiting; others get Saturated."""
+class _Job:
+    """One check: waiting, then taken by a hashing thread or given up by its caller."""
 
-    def __init__(self, concurrency: int, queue: int, wait_seconds: float) -> None:
-        self._running = threading.BoundedSemaphore(concurrency)
-        self._admitted = threading.BoundedSemaphore(concurrency + queue)
+    def __init__(self, work: Callable[[WorkingMemory], object]) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._state = "waiting"
+
+    def take(self) -> bool:
+        """For a hashing thread: True when the job is still wanted, and now is its to run."""
+        with self._lock:
+            if self._state != "waiting":
+                return False
+            self._state = "running"
+            return True
+
+    def give_up(self) -> bool:
+        """For the caller: True when no thread has taken the job, which now never will."""
+        with self._lock:
+            if self._state != "waiting":
+                return False
+            self._state = "given_up"
+            return True
+
+
+class HashingPool:
+    """Runs checks on ``threads`` hashing threads, with ``queue`` more waiting at most.
+
+    ``run`` blocks its caller until the check is done. A check beyond running plus waiting is
+    refused at once; one that waited ``wait_seconds`` for a thread is refused then. Both
+    raise Saturated, and the refused check never runs.
+    """
+
+    def __init__(
+        self,
+        threads: int,
+        queue_size: int,
+        wait_seconds: float,
+        linger_seconds: float = LINGER_SECONDS,
+    ) -> None:
+        self.threads = threads
+        self._admitted = threading.BoundedSemaphore(threads + queue_size)
         self._wait_seconds = wait_seconds
+        self._linger_seconds = linger_seconds
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._memories: list[WorkingMemory] = []
+        self._start_lock = threading.Lock()
+        self._closed = False
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Holds one hashing slot for the ``with`` block; raises Saturated when none is free."""
+    @property
+    def kept_bytes(self) -> int:
+        """Working memory the hashing threads hold at this moment."""
+        return sum(memory.kept_bytes for memory in self._memories)
+
+    def run(self, work: Callable[[WorkingMemory], T]) -> T:
+        """``work(memory)`` on a hashing thread; raises Saturated when there is no room."""
         if not self._admitted.acquire(blocking=False):
             raise Saturated(retry_after=1)
         try:
-            if not self._running.acquire(timeout=self._wait_seconds):
+            self._start()
+            job = _Job(work)
+            self._jobs.put(job)
+            if not job.done.wait(self._wait_seconds) and job.give_up():
                 raise Saturated(retry_after=2)
-            try:
-                yield
-            finally:
-                self._running.release()
+            job.done.wait()
         finally:
             self._admitted.release()
+        if job.error is not None:
+            raise job.error
+        return cast(T, job.result)
+
+    def close(self) -> None:
+        """Ends the hashing threads once the checks in hand are done; frees their memory."""
+        with self._start_lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for _ in workers:
+            self._jobs.put(None)
+        for worker in workers:
+            worker.join(timeout=10)
+
+    def _start(self) -> None:
+        # On first use: processes that never check a password start no thread.
+        if self._workers:
+            return
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError("the hashing pool is closed")
+            if self._workers:
+                return
+            for number in range(self.threads):
+                memory = WorkingMemory()
+                worker = threading.Thread(
+                    target=self._serve, args=(memory,), name=f"hashing-{number}", daemon=True
+                )
+                self._memories.append(memory)
+                self._workers.append(worker)
+                worker.start()
+
+    def _serve(self, memory: WorkingMemory) -> None:
+        try:
+            while True:
+                try:
+                    job = self._jobs.get(timeout=self._linger_seconds)
+                except queue.Empty:
+                    memory.release()  # idle: the working memory goes back to the system
+                    job = self._jobs.get()
+                if job is None:
+                    return
+                if not job.take():
+                    continue
+                try:
+                    job.result = job.work(memory)
+                except BaseException as exc:  # handed to the caller, who raises it
+                    job.error = exc
+                finally:
+                    job.done.set()
+        finally:
+            memory.release()

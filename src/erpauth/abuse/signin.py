@@ -12,9 +12,9 @@ tell whether an account exists. Counts are kept under a digest of the e-mail, ne
 Use, for each attempt::
 
     attempt = SignInAttempt(username, origin, channel="web", company_id=..., operator_id=...)
-    guard.check(attempt)                        # raises Throttled while locked or delayed
+    counted = guard.check(attempt)              # raises Throttled while locked or delayed
     ok = guard.verify(attempt, password_hash, password)  # bounded; raises Saturated
-    guard.record(attempt, ok)                   # raises Throttled when this failure locks
+    guard.record(attempt, ok, counted)          # raises Throttled when this failure locks
 """
 
 import time
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from limits.storage import RedisStorage, Storage
 
 from erpauth.abuse.errors import Saturated, Throttled
-from erpauth.abuse.hashing import HashingGate
+from erpauth.abuse.hashing import HashingPool
 from erpauth.abuse.keys import digest, key_part
 from erpauth.abuse.storage import Backend, CounterStore
 from erpauth.abuse.trail import RepeatAudit
@@ -74,20 +74,26 @@ class SignInGuard:
         settings: Settings,
         store: CounterStore,
         trail: RepeatAudit,
-        gate: HashingGate,
+        hashing: HashingPool,
         hasher: PasswordHasher,
     ) -> None:
         self._settings = settings
         self._store = store
         self._trail = trail
-        self._gate = gate
+        self._hashing = hashing
         self._hasher = hasher
 
-    def check(self, attempt: SignInAttempt) -> None:
-        """Raises Throttled when this source must not try this account yet."""
-        hold = self._store.run(lambda backend: _current_hold(backend, attempt), fail_open=False)
+    def check(self, attempt: SignInAttempt) -> bool:
+        """Raises Throttled when this source must not try this account yet.
+
+        Returns whether failures of this account from this source are counted, which a
+        correct password then clears (``record``).
+        """
+        hold, counted = self._store.run(
+            lambda backend: _current_hold(backend, attempt), fail_open=False
+        )
         if hold is None:
-            return
+            return counted
         self._trail.record(
             "signin.throttled",
             "refused",
@@ -100,10 +106,11 @@ class SignInGuard:
         raise Throttled(_description(hold), limit=hold.limit, retry_after=hold.seconds)
 
     def verify(self, attempt: SignInAttempt, password_hash: str | None, password: str) -> bool:
-        """Checks the password (with no hash: same work, then False), within the hashing gate."""
+        """Checks the password (with no hash: same work, then False) on a hashing thread."""
         try:
-            with self._gate.slot():
-                return self._hasher.verify(password_hash, password)
+            return self._hashing.run(
+                lambda memory: self._hasher.verify(password_hash, password, memory)
+            )
         except Saturated:
             self._trail.record(
                 "signin.busy",
@@ -114,10 +121,16 @@ class SignInGuard:
             )
             raise
 
-    def record(self, attempt: SignInAttempt, password_ok: bool) -> None:
-        """Counts the outcome; raises Throttled when this failure locks the account."""
+    def record(self, attempt: SignInAttempt, password_ok: bool, counted: bool = True) -> None:
+        """Counts the outcome; raises Throttled when this failure locks the account.
+
+        ``counted``: what ``check`` returned. When it found no failures to forget, a correct
+        password spares the round trip that would clear them. A failure from this source
+        counted in between, while this password was being checked, then stays counted.
+        """
         if password_ok:
-            self._store.run(lambda backend: _forget_failures(backend, attempt), fail_open=False)
+            if counted:
+                self._store.run(lambda backend: _forget_failures(backend, attempt), fail_open=False)
             return
 
         hold = self._store.run(
@@ -180,18 +193,20 @@ class _Keys:
         self.delayed_here = f"signin/delayed/{account}/{source}"
 
 
-def _current_hold(backend: Backend, attempt: SignInAttempt) -> _Hold | None:
+def _current_hold(backend: Backend, attempt: SignInAttempt) -> tuple[_Hold | None, bool]:
+    """The hold on this attempt, if any, and whether failures from its source are counted."""
     storage, keys = backend.storage, _Keys(attempt)
     holds = (
         (keys.locked_everywhere, LOCKED_EVERYWHERE),
         (keys.locked_here, LOCKED_HERE),
         (keys.delayed_here, DELAYED),
     )
-    counts = _read(storage, [key for key, _ in holds])
+    *counts, failures_here = _read(storage, [key for key, _ in holds] + [keys.failures_here])
+    counted = bool(failures_here or counts[-1])
     for (key, limit), count in zip(holds, counts, strict=True):
         if count:
-            return _Hold(limit, max(1, round(storage.get_expiry(key) - time.time())))
-    return None
+            return _Hold(limit, max(1, round(storage.get_expiry(key) - time.time()))), counted
+    return None, counted
 
 
 def _forget_failures(backend: Backend, attempt: SignInAttempt) -> None:
@@ -199,8 +214,8 @@ def _forget_failures(backend: Backend, attempt: SignInAttempt) -> None:
     _clear(backend.storage, [keys.failures_here, keys.delayed_here])
 
 
-# Every sign-in reads three counters and every success clears two: with Redis, one round trip
-# each instead of one per counter.
+# Every sign-in reads four counters, and a success after failures clears two: with Redis, one
+# round trip each instead of one per counter.
 
 
 def _read(storage: Storage, keys: list[str]) -> list[int]:

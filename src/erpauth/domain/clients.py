@@ -27,8 +27,7 @@ def authenticate_client(
         .limit(1)
     )
     if client is None:
-        equal(client_secret, _NO_SECRET)
-        equal(client_secret, _NO_SECRET)
+        compare_with_no_client(client_secret)
         return None
 
     return client if secret_matches(box, client, client_secret) else None
@@ -43,9 +42,24 @@ class ClientSecrets(Protocol):
 
 def secret_matches(box: SecretBox, client: ClientSecrets, client_secret: str) -> bool:
     """Whether the secret is either of the client's two, compared in constant time."""
-    primary_ok = equal(client_secret, box.decrypt(client.primary_secret_encrypted))
-    secondary_ok = equal(client_secret, box.decrypt(client.secondary_secret_encrypted))
+    return secrets_match(
+        box, client.primary_secret_encrypted, client.secondary_secret_encrypted, client_secret
+    )
+
+
+def secrets_match(
+    box: SecretBox, primary_encrypted: str, secondary_encrypted: str, client_secret: str
+) -> bool:
+    """``secret_matches`` for a caller that read the two encrypted secrets as columns."""
+    primary_ok = equal(client_secret, box.decrypt(primary_encrypted))
+    secondary_ok = equal(client_secret, box.decrypt(secondary_encrypted))
     return primary_ok or secondary_ok
+
+
+def compare_with_no_client(client_secret: str) -> None:
+    """The comparisons of a secret check, for a client ID that matches no client."""
+    equal(client_secret, _NO_SECRET)
+    equal(client_secret, _NO_SECRET)
 
 
 def reveal_secret(box: SecretBox, client: ApiClient, slot: SecretSlot) -> str:

@@ -115,7 +115,7 @@ def authenticate_request_client(
     company_id = session.scalar(
         select(ApiClient.company_id).where(ApiClient.client_id == credentials.client_id[:36])
     )
-    return _refused(session, credentials, kind, origin, company_id)
+    return refuse_client(session, credentials, kind, origin, company_id)
 
 
 def check_client_secret(
@@ -132,16 +132,17 @@ def check_client_secret(
     """
     if secret_matches(services.box, client, credentials.client_secret):
         return None
-    return _refused(session, credentials, kind, origin, client.company_id)
+    return refuse_client(session, credentials, kind, origin, client.company_id)
 
 
-def _refused(
+def refuse_client(
     session: Session,
     credentials: ClientCredentials,
     kind: str,
     origin: Origin,
     company_id: uuid.UUID | None,
 ) -> OAuthError:
+    """Records a failed client authentication; returns the invalid_client error to answer."""
     audit.record(
         session,
         kind,

@@ -1,19 +1,21 @@
 """Resource owner password credentials grant (RFC 6749 §4.3)."""
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.abuse import SignInAttempt
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.operators import find_operator
+from erpauth.domain.clients import compare_with_no_client, secrets_match
+from erpauth.domain.operators import email_key
 from erpauth.domain.refresh_tokens import issue_token_pair, new_family_id
 from erpauth.domain.tokens import IssuedAccessToken
-from erpauth.oauth.client_auth import ClientCredentials, authenticate_request_client
+from erpauth.oauth.client_auth import ClientCredentials, refuse_client
 from erpauth.oauth.errors import InvalidGrant, InvalidRequest, OAuthError
 from erpauth.oauth.scope import parse_scope
 from erpauth.services import Services
@@ -29,12 +31,13 @@ DEACTIVATED = "this operator's account is deactivated; ask your System Administr
 
 @dataclass(frozen=True)
 class _Candidate:
-    """What the first, short transaction learned; the password is checked outside it."""
+    """What the first read learned; the password is checked before the second one."""
 
     client_id: str
-    company_id: object
-    operator_id: object | None
+    company_id: uuid.UUID
+    operator_id: uuid.UUID | None
     password_hash: str | None
+    rehash: bool  # the hash is of other argon2 parameters than the current ones
 
 
 def password_grant(
@@ -45,8 +48,7 @@ def password_grant(
         raise InvalidRequest("the password grant needs username (the e-mail) and password")
     scope = parse_scope(form.get("scope"))
 
-    with services.database.session() as session:
-        candidate = _find_candidate(session, services, credentials, username, origin)
+    candidate = _find_candidate(services, credentials, username, origin)
     if isinstance(candidate, OAuthError):
         raise candidate
 
@@ -54,56 +56,100 @@ def password_grant(
         username,
         origin,
         channel="token_endpoint",
-        company_id=candidate.company_id,  # type: ignore[arg-type]
-        operator_id=candidate.operator_id,  # type: ignore[arg-type]
+        company_id=candidate.company_id,
+        operator_id=candidate.operator_id,
         client_id=candidate.client_id,
     )
     guard = services.abuse.sign_in
-    guard.check(attempt)
+    counted = guard.check(attempt)
     # The slow part, on purpose, without holding a database connection.
     password_ok = guard.verify(attempt, candidate.password_hash, password)
 
     with services.database.session() as session:
         outcome = _issue(session, services, candidate, password_ok, password, scope, origin)
-    guard.record(attempt, password_ok)
+    guard.record(attempt, password_ok, counted)
     if isinstance(outcome, OAuthError):
         raise outcome
     return outcome
 
 
-def _find_candidate(
-    session: Session,
-    services: Services,
-    credentials: ClientCredentials,
-    username: str,
-    origin: Origin,
-) -> _Candidate | OAuthError:
-    client = authenticate_request_client(session, services, credentials, "token.issue", origin)
-    if isinstance(client, OAuthError):
-        return client
+# Client, company and the operator with this e-mail in that company, in one statement: the
+# grant's first step needs no transaction, since the second one reads all three again under
+# the operator's row lock before anything is issued.
+_CANDIDATE = (
+    select(
+        ApiClient.client_id,
+        ApiClient.company_id,
+        ApiClient.primary_secret_encrypted,
+        ApiClient.secondary_secret_encrypted,
+        Company.api_enabled,
+        Operator.id.label("operator_id"),
+        Operator.password_hash,
+    )
+    .join(Company, Company.id == ApiClient.company_id)
+    .outerjoin(
+        Operator,
+        and_(
+            Operator.email_key == bindparam("email_key"),
+            # Another company's operator is, to this client, no operator at all.
+            Operator.company_id == ApiClient.company_id,
+        ),
+    )
+    .where(ApiClient.client_id == bindparam("client_id"))
+)
 
-    company = client.company
-    if not company.api_enabled:
-        audit.record(
-            session,
-            "token.issue",
-            "refused",
-            origin,
-            company_id=company.id,
-            client_id=client.client_id,
-            reason="license_api_disabled",
-        )
+
+def _find_candidate(
+    services: Services, credentials: ClientCredentials, username: str, origin: Origin
+) -> _Candidate | OAuthError:
+    with services.database.autocommit.connect() as connection:
+        found = connection.execute(
+            _CANDIDATE,
+            {"client_id": credentials.client_id[:36], "email_key": email_key(username)},
+        ).first()
+
+    if found is None:
+        compare_with_no_client(credentials.client_secret)
+        return _refused(services, credentials, origin, None)
+    if not secrets_match(
+        services.box,
+        found.primary_secret_encrypted,
+        found.secondary_secret_encrypted,
+        credentials.client_secret,
+    ):
+        return _refused(services, credentials, origin, found.company_id)
+
+    if not found.api_enabled:
+        with services.database.session() as session:
+            audit.record(
+                session,
+                "token.issue",
+                "refused",
+                origin,
+                company_id=found.company_id,
+                client_id=found.client_id,
+                reason="license_api_disabled",
+            )
         return InvalidGrant(LICENSE_CLOSED)
 
-    operator = find_operator(session, username)
-    if operator is not None and operator.company_id != company.id:
-        operator = None  # another company's operator is, to this client, no operator at all
+    password_hash = found.password_hash
     return _Candidate(
-        client_id=client.client_id,
-        company_id=company.id,
-        operator_id=operator.id if operator else None,
-        password_hash=operator.password_hash if operator else None,
+        client_id=found.client_id,
+        company_id=found.company_id,
+        operator_id=found.operator_id,
+        password_hash=password_hash,
+        rehash=password_hash is not None and services.hasher.needs_rehash(password_hash),
     )
+
+
+def _refused(
+    services: Services,
+    credentials: ClientCredentials,
+    origin: Origin,
+    company_id: uuid.UUID | None,
+) -> OAuthError:
+    with services.database.session() as session:
+        return refuse_client(session, credentials, "token.issue", origin, company_id)
 
 
 def _issue(
@@ -131,7 +177,7 @@ def _issue(
         return InvalidGrant(error[1])
     assert company is not None and client is not None and operator is not None
 
-    if services.hasher.needs_rehash(operator.password_hash):
+    if candidate.rehash:
         operator.password_hash = services.hasher.hash(password)
 
     family_id = new_family_id()
@@ -185,15 +231,12 @@ def _current_state(
             execution_options={"synchronize_session": False},
         )
 
-    rehash = candidate.password_hash is not None and services.hasher.needs_rehash(
-        candidate.password_hash
-    )
     found = session.execute(
         select(Operator, Company, ApiClient)
         .join(Company, Company.id == Operator.company_id)
         .join(ApiClient, ApiClient.company_id == Company.id)
         .where(Operator.id == candidate.operator_id, Company.id == candidate.company_id)
-        .with_for_update(read=not rehash, of=Operator)
+        .with_for_update(read=not candidate.rehash, of=Operator)
     ).first()
     if found is not None:
         return found.Company, found.ApiClient, found.Operator

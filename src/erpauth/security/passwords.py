@@ -1,9 +1,10 @@
 """Operator passwords, hashed with argon2id."""
 
 import argon2
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from erpauth.config import Settings
+from erpauth.security import argon2_memory
+from erpauth.security.argon2_memory import InvalidHash, WorkingMemory
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256
@@ -26,12 +27,20 @@ class PasswordHasher:
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)
 
-    def verify(self, password_hash: str | None, password: str) -> bool:
-        """True when the password matches; with no hash, spends the same time and says no."""
-        password = password[:MAX_PASSWORD_LENGTH]
+    def verify(
+        self, password_hash: str | None, password: str, memory: WorkingMemory | None = None
+    ) -> bool:
+        """True when the password matches; with no hash, spends the same time and says no.
+
+        ``memory``: argon2's working memory, kept by a hashing thread between checks.
+        """
         try:
-            matched = self._hasher.verify(password_hash or self._dummy_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            matched = argon2_memory.verify(
+                password_hash or self._dummy_hash,
+                password[:MAX_PASSWORD_LENGTH].encode(),
+                memory,
+            )
+        except InvalidHash:
             return False
         return matched and password_hash is not None
 
