@@ -59,7 +59,8 @@ def test_a_check_agrees_with_argon2_cffi(name: str, kept: bool) -> None:
 
 def test_a_hash_with_one_digest_character_changed_does_not_match() -> None:
     stored = STORED["service default"]
-    tampered = stored[:-1] + ("A" if stored[-1] != "A" else "B")
+    # Not the last character: some of its bits lie past the digest's last byte.
+    tampered = stored[:-2] + ("A" if stored[-2] != "A" else "B") + stored[-1]
 
     assert not verify(tampered, PASSWORD.encode(), WorkingMemory())
 
@@ -84,6 +85,36 @@ def test_a_value_that_is_no_argon2_hash_is_refused_not_checked(stored: str) -> N
         verify(stored, PASSWORD.encode(), WorkingMemory())
 
 
+def _last_character_with_spare_bits_set(stored: str) -> str:
+    """The hash with its digest's last base64 character carrying bits past the last byte."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(stored[-1])
+    return stored[:-1] + alphabet[last | 1]  # a 32-byte digest leaves the lowest 2 bits spare
+
+
+# Values argon2-cffi refuses that a looser parse would take apart into a checkable hash, with
+# the right password then matching (or, for costs beyond 32 bits, raising OverflowError).
+LOOKALIKES = {
+    "non-ASCII digits": STORED["service default"].replace("m=19456", "m=\uff11\uff19456"),
+    "leading zero": STORED["service default"].replace("t=2", "t=02"),
+    "spare base64 bits": _last_character_with_spare_bits_set(STORED["service default"]),
+    "memory cost past 32 bits": STORED["service default"].replace("m=19456", "m=4294986752"),
+    "time cost past 32 bits": STORED["service default"].replace("t=2", "t=4294967298"),
+}
+
+
+@pytest.mark.parametrize("name", LOOKALIKES)
+def test_a_value_argon2_cffi_refuses_is_refused_here_too(name: str, tmp_path) -> None:
+    stored = LOOKALIKES[name]
+    # InvalidHashError, or UnicodeEncodeError (a ValueError too) for a hash not in ASCII.
+    with pytest.raises((ValueError, argon2.exceptions.VerificationError)):
+        argon2.PasswordHasher().verify(stored, PASSWORD)
+
+    with pytest.raises(InvalidHash):
+        verify(stored, PASSWORD.encode(), WorkingMemory())
+    assert not PasswordHasher(make_settings(tmp_path, None)).verify(stored, PASSWORD)
+
+
 def test_the_password_hasher_says_no_to_a_broken_hash_and_to_no_hash(tmp_path) -> None:
     hasher = PasswordHasher(make_settings(tmp_path, None))
 
@@ -91,6 +122,7 @@ def test_the_password_hasher_says_no_to_a_broken_hash_and_to_no_hash(tmp_path) -
     assert not hasher.verify("not a hash", PASSWORD, WorkingMemory())
     assert not hasher.verify(None, PASSWORD, WorkingMemory())
     assert not hasher.verify(None, "erpauth-no-such-operator", WorkingMemory())
+    assert not hasher.verify("", "erpauth-no-such-operator", WorkingMemory())
 
 
 def test_the_kept_memory_holds_nothing_of_the_last_password_after_a_check() -> None:

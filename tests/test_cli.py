@@ -194,7 +194,12 @@ def test_account_codes_are_one_company_whatever_their_case(
         data_dir, database_url, "company-credentials", "--code", code + "\x01", check=False
     )
 
+    newline = erpauth(
+        data_dir, database_url, "company-create", "--name", "E", "--code", code + "\n", check=False
+    )
+
     assert "exists already" in again["error"]
+    assert "account code must be" in newline["error"]
     assert found["client_id"] == created["client_id"]
     assert created["account_code"] == code  # shown as it was typed at creation
     assert "no company" in nul["error"]

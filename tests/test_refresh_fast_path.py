@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.refresh_grant import refresh_token_grant
 from erpauth.oauth.token_endpoint import token_response_body
 from erpauth.security.secrets import sha256_hex
-from erpauth.storage.models import AccessToken, Operator, RefreshToken
+from erpauth.storage.models import AccessToken, Company, Operator, RefreshToken
 from tests.lifecycle import audit_events, refresh, token_pair
 from tests.support import TOKEN_PATH, LiveServer, Tenant
 
@@ -385,3 +386,53 @@ def _issued_count(live: LiveServer, tenant: Tenant) -> tuple[int, int]:
             select(RefreshToken.id).where(RefreshToken.operator_id == tenant.operator.id)
         ).all()
     return len(access), len(refresh_tokens)
+
+
+# Each change makes the token one the synchronous grant refuses; the fast path must not grant it.
+_SPOILED = {
+    "expired": (RefreshToken, "expires_at", -1, "expired"),
+    "revoked": (RefreshToken, "revoked_at", 0, "revoked"),
+    "password changed": (Operator, "password_changed_at", 1, "password_changed"),
+    "license closed": (Company, "api_enabled", None, "license_api_disabled"),
+    "no API permission": (Operator, "api_permission", None, "no_api_permission"),
+}
+
+
+@pytest.mark.parametrize("case", _SPOILED)
+def test_a_token_the_synchronous_grant_refuses_is_not_granted_by_the_fast_path(
+    live: LiveServer, case: str
+) -> None:
+    _postgres_only(live)
+    tenant = live.tenant()
+    token = token_pair(live, tenant)["refresh_token"]
+    model, column, hours, reason = _SPOILED[case]
+    value = False if hours is None else datetime.now(UTC) + timedelta(hours=hours)
+    where = {
+        RefreshToken: RefreshToken.token_hash == sha256_hex(token),
+        Operator: Operator.id == tenant.operator.id,
+        Company: Company.id == tenant.company_id,
+    }[model]
+    with live.services.database.session() as session:
+        session.execute(update(model).where(where).values({column: value}))
+    before = live.services.fast_refreshes
+
+    refused = refresh(live, tenant, token)
+
+    assert live.services.fast_refreshes == before
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "invalid_grant"
+    [event] = audit_events(live, tenant.company_id, "token.refresh")
+    assert event.detail["reason"] == reason
+
+
+def test_another_companys_client_cannot_refresh_a_token_by_the_fast_path(live: LiveServer) -> None:
+    _postgres_only(live)
+    owner, other = live.tenant(), live.tenant()
+    token = token_pair(live, owner)["refresh_token"]
+    before = live.services.fast_refreshes
+
+    refused = refresh(live, other, token)
+
+    assert live.services.fast_refreshes == before
+    assert refused.json()["error"] == "invalid_grant"
+    assert _used_at(live, token) is None

@@ -13,7 +13,9 @@ from erpauth.storage.models import ApiClient, Company
 
 MAX_TOKEN_EXPIRY_HOURS = 24 * 366
 MAX_CALL_LIMIT = 1_000_000
-ACCOUNT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# \Z, not $: "$" also matches before a final newline, which would let "acme\n" be a second
+# company beside "ACME".
+ACCOUNT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def create_company(

@@ -25,11 +25,17 @@ from dataclasses import dataclass
 from _argon2_cffi_bindings import ffi, lib
 
 # The encoded form libargon2 writes and reads ("PHC string"): variant, version (absent in
-# version 1.0 hashes), costs, then salt and hash in unpadded standard base64.
+# version 1.0 hashes), costs, then salt and hash in unpadded standard base64. As strict as
+# libargon2's own decoder, so that no stored value passes here that argon2-cffi would refuse:
+# ASCII digits only (``\d`` would take any script's), no leading zeros.
+_NUMBER = r"(0|[1-9][0-9]{0,9})"
 _ENCODED = re.compile(
-    r"\$(argon2id|argon2i|argon2d)(?:\$v=(\d{1,3}))?\$m=(\d{1,10}),t=(\d{1,10}),p=(\d{1,3})"
+    rf"\$(argon2id|argon2i|argon2d)(?:\$v={_NUMBER})?\$m={_NUMBER},t={_NUMBER},p={_NUMBER}"
     r"\$([A-Za-z0-9+/]{11,})\$([A-Za-z0-9+/]{6,})"
 )
+# Costs are 32-bit in argon2_context; a larger number is no hash libargon2 made (and cffi
+# would raise OverflowError, not InvalidHash, when it is put in the context).
+_MAX_COST = 0xFFFFFFFF
 _TYPES = {"argon2id": lib.Argon2_id, "argon2i": lib.Argon2_i, "argon2d": lib.Argon2_d}
 _VERSION_1_0 = 0x10
 _VERSIONS = (_VERSION_1_0, lib.ARGON2_VERSION_13)
@@ -60,6 +66,8 @@ class EncodedHash:
         number = int(version) if version else _VERSION_1_0
         if number not in _VERSIONS:
             raise InvalidHash("not a version of argon2")
+        if max(int(memory), int(time_cost), int(parallelism)) > _MAX_COST:
+            raise InvalidHash("a cost too large for argon2")
         return cls(
             type=_TYPES[variant],
             version=number,
@@ -74,7 +82,11 @@ class EncodedHash:
 def _unpadded_b64(text: str) -> bytes:
     if len(text) % 4 == 1:
         raise InvalidHash("not base64")
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    # Python ignores set bits after the last whole byte; libargon2 refuses them.
+    if base64.b64encode(decoded).rstrip(b"=") != text.encode():
+        raise InvalidHash("not canonical base64")
+    return decoded
 
 
 class WorkingMemory:

@@ -42,7 +42,9 @@ class PasswordHasher:
             )
         except InvalidHash:
             return False
-        return matched and password_hash is not None
+        # Not "is not None": an empty stored hash was checked against the dummy hash above,
+        # whose password must never let anyone in.
+        return matched and bool(password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
