@@ -4,7 +4,9 @@ import json
 import logging
 
 import pytest
+from starlette.requests import Request
 
+from erpauth.http.errors import where
 from erpauth.logs import JsonFormatter, TextFormatter
 from tests.support import LiveServer
 
@@ -82,3 +84,24 @@ def test_a_control_character_in_a_request_path_is_logged_escaped(
     line = TEXT.format(refused[-1])
     assert "\x1b" not in line and "\x7f" not in line
     assert 'path="/authentication/v1/tokens/abc\\x1b[2J\\x7f"' in line
+
+
+def test_a_request_path_is_a_quoted_field_not_part_of_the_message() -> None:
+    request = Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "path": "/x outcome=success kind=token.issue",
+            "headers": [],
+            "query_string": b"",
+        }
+    )
+    entry = logging.LogRecord(
+        "erpauth.http", logging.INFO, __file__, 1, "client disconnected", (), None
+    )
+    entry.__dict__.update(where(request))
+
+    assert TEXT.format(entry) == (
+        'INFO erpauth.http: client disconnected method=POST path="/x outcome=success '
+        'kind=token.issue"'
+    )

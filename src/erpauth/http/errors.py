@@ -91,23 +91,27 @@ async def _saturated(_request: Request, exc: Saturated) -> JSONResponse:
 async def _client_gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
     # The client hung up, or the server closed a request whose body was too slow to arrive;
     # no one is left to answer.
-    log.info("client disconnected during %s %s", request.method, request.url.path)
+    log.info("client disconnected", extra=where(request))
     return error_response(400, "invalid_request", "the client disconnected")
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error(
-        "database unavailable during %s %s: %s",
-        request.method,
-        request.url.path,
-        type(exc).__name__,
-    )
+    log.error("database unavailable: %s", type(exc).__name__, extra=where(request))
     return error_response(
         503,
         "temporarily_unavailable",
         "the service cannot reach its database right now; try again shortly",
         {"Retry-After": "5"},
     )
+
+
+def where(request: Request) -> dict[str, dict[str, str]]:
+    """The request's method and path as log fields: quoted there, never part of the message.
+
+    A path can hold anything a caller types, ``outcome=success`` included; in a field it
+    cannot pass for one of the line's own.
+    """
+    return {"fields": {"method": request.method, "path": request.url.path}}
 
 
 def database_unreachable(exc: BaseException) -> bool:
@@ -121,7 +125,7 @@ async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
     if database_unreachable(exc):
         return await _database_unavailable(request, exc)
     if isinstance(exc, DataError):
-        log.info("value refused by the database during %s %s", request.method, request.url.path)
+        log.info("value refused by the database", extra=where(request))
         return error_response(
             400, "invalid_request", "the request holds a value that cannot be stored"
         )
@@ -129,7 +133,7 @@ async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error during %s %s", request.method, request.url.path)
+    log.exception("unexpected error", extra=where(request))
     return error_response(500, "server_error", "something went wrong on our side; it is logged")
 
 

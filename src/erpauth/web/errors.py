@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from erpauth.abuse import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
-from erpauth.http.errors import database_unreachable
+from erpauth.http.errors import database_unreachable, where
 from erpauth.http.middleware import BodyTooLarge
 from erpauth.web.access import CsrfRefused, SignInRequired
 from erpauth.web.defences import held_back
@@ -105,21 +105,16 @@ def _describe(request: Request, exc: Exception) -> tuple[int, str, str]:
         return 400, "Not possible", sentence(str(exc))
     if isinstance(exc, DataError):
         # A value the database refuses (PostgreSQL and a NUL): the request's fault, not an outage.
-        log.info("value refused by the database during %s %s", request.method, request.url.path)
+        log.info("value refused by the database", extra=where(request))
         return 400, "Bad Request", "The request holds a value that cannot be stored."
     if database_unreachable(exc):
-        log.error(
-            "database unavailable during %s %s: %s",
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-        )
+        log.error("database unavailable: %s", type(exc).__name__, extra=where(request))
         return (
             503,
             "Service unavailable",
             "The service cannot reach its database right now. Try again in a moment.",
         )
-    log.error("unexpected error during %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("unexpected error", exc_info=exc, extra=where(request))
     return (
         500,
         "Something went wrong",
