@@ -42,17 +42,8 @@ class ClientSecrets(Protocol):
 
 def secret_matches(box: SecretBox, client: ClientSecrets, client_secret: str) -> bool:
     """Whether the secret is either of the client's two, compared in constant time."""
-    return secrets_match(
-        box, client.primary_secret_encrypted, client.secondary_secret_encrypted, client_secret
-    )
-
-
-def secrets_match(
-    box: SecretBox, primary_encrypted: str, secondary_encrypted: str, client_secret: str
-) -> bool:
-    """``secret_matches`` for a caller that read the two encrypted secrets as columns."""
-    primary_ok = equal(client_secret, box.decrypt(primary_encrypted))
-    secondary_ok = equal(client_secret, box.decrypt(secondary_encrypted))
+    primary_ok = equal(client_secret, box.decrypt(client.primary_secret_encrypted))
+    secondary_ok = equal(client_secret, box.decrypt(client.secondary_secret_encrypted))
     return primary_ok or secondary_ok
 
 

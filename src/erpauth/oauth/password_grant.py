@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from erpauth.abuse import SignInAttempt
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.clients import compare_with_no_client, secrets_match
+from erpauth.domain.clients import compare_with_no_client, secret_matches
 from erpauth.domain.operators import email_key
 from erpauth.domain.refresh_tokens import issue_token_pair, new_family_id
 from erpauth.domain.tokens import IssuedAccessToken
@@ -111,12 +111,7 @@ def _find_candidate(
     if found is None:
         compare_with_no_client(credentials.client_secret)
         return _refused(services, credentials, origin, None)
-    if not secrets_match(
-        services.box,
-        found.primary_secret_encrypted,
-        found.secondary_secret_encrypted,
-        credentials.client_secret,
-    ):
+    if not secret_matches(services.box, found, credentials.client_secret):
         return _refused(services, credentials, origin, found.company_id)
 
     if not found.api_enabled:
