@@ -158,11 +158,10 @@ class Limiter:
 
         Without ``wait`` it never waits: safe on the event loop.
         """
-        # Runs on every API call: the lease key is spelled out rather than made by _lease_key.
         if not self._lock.acquire(wait):
             return None
         try:
-            lease = self._leases.get((limit.name, limit.amount, limit.seconds, key))
+            lease = self._leases.get(_lease_key(limit, key))
             if lease is None or lease.expires <= time.monotonic():
                 return None
             if not lease.allowed:
@@ -170,12 +169,7 @@ class Limiter:
             if lease.units <= 0:
                 return None
             lease.units -= 1
-            return Usage(
-                limit,
-                True,
-                lease.store_remaining + lease.units,
-                max(0, math.ceil(lease.reset_at - time.time())),
-            )
+            return _usage(limit, lease, allowed=True)
         finally:
             self._lock.release()
 
@@ -339,8 +333,7 @@ class CallLimits:
 
         Never waits: safe on the event loop.
         """
-        limit = self._limits.get(token.call_limit_per_minute) or self._limit(token)
-        return self._limiter.hit_locally(limit, _uuid_text(token.company_id))
+        return self._limiter.hit_locally(self._limit(token), _company_key(token))
 
     def refusal(self, token: TokenContext, usage: Usage, origin: Origin) -> Throttled:
         """The 429 for a call that ``hit`` refused; the hit is logged and audited."""

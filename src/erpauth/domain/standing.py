@@ -68,9 +68,7 @@ class StandingCache:
 
     def get(self, token: str) -> Standing | None:
         """The token's entry, if kept and fresh; if ``behind()``, ``catch_up`` before using it."""
-        # On every API call: ``active`` spelled out, without the property's call.
-        feed = self._feed
-        if feed is None or not feed.live or self._max_age <= 0:
+        if not self.active:
             return None
         entry = self._entries.get(token)
         if entry is None:
