@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain.tokens import InvalidToken as TokenRefused
 from erpauth.domain.tokens import TokenContext
+from erpauth.http.errors import where
 from erpauth.http.origin import origin_of
 from erpauth.oauth.errors import InvalidToken, MalformedAuthorization, MissingToken
 from erpauth.oauth.token_endpoint import TOKEN_PATH
@@ -100,7 +101,7 @@ async def authenticate(request: Request) -> TokenContext:
         else:
             context = await run_in_threadpool(services.tokens.authenticate, token)
     except TokenRefused as exc:
-        log.info("bearer token refused: %s", exc, extra={"fields": {"path": request.url.path}})
+        log.info("bearer token refused: %s", exc, extra=where(request))
         raise InvalidToken(str(exc), REALM) from exc
 
     # What request.state shows, written without building its wrapper on this hot path.
