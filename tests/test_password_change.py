@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain.operators import force_password_change, get_operator
+from erpauth.oauth import password_fast_path
 from erpauth.oauth import password_grant as password_grant_module
 from erpauth.storage.models import WebSession
 from tests.lifecycle import audit_events, cli_json, refresh, token_pair
@@ -88,17 +90,27 @@ def test_password_grant_refused_when_the_password_changes_while_it_is_checked(
 ) -> None:
     tenant = live.tenant()
     guard = live.services.abuse.sign_in
-    check = guard.verify
+    check, check_on_event_loop = guard.verify, guard.check_and_verify
     forced: list[str] = []
 
-    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> bool:
-        password_ok = check(*args, **kwargs)
+    def change_password() -> None:
         with live.services.database.session() as session:
             operator = get_operator(session, tenant.operator.email)
             forced.append(force_password_change(session, live.services.hasher, operator))
+
+    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        password_ok = check(*args, **kwargs)
+        change_password()
         return password_ok
 
+    async def administrator_acts_meanwhile_async(*args: Any, **kwargs: Any) -> tuple[bool, bool]:
+        checked = await check_on_event_loop(*args, **kwargs)
+        await run_in_threadpool(change_password)
+        return checked
+
+    # The synchronous grant checks with verify; PostgreSQL's fast path with check_and_verify.
     monkeypatch.setattr(guard, "verify", administrator_acts_meanwhile)
+    monkeypatch.setattr(guard, "check_and_verify", administrator_acts_meanwhile_async)
     response = live.password_grant(tenant)  # with the password the administrator replaced
 
     assert response.status_code == 400
@@ -115,8 +127,11 @@ def test_password_change_during_a_grant_revokes_the_tokens_it_issues(
     """The other order of the race: the change arrives after the grant has read the operator.
 
     The grant holds the operator's row from that read until it commits, so the change waits
-    and its revocation then finds the new tokens; on SQLite the writers take turns.
+    and its revocation then finds the new tokens; on SQLite the writers take turns. On
+    PostgreSQL the fast path does its read, lock and inserts in one statement, which no change
+    can come between; this is the synchronous half it falls back to.
     """
+    monkeypatch.setattr(password_fast_path, "_plain", lambda *args: False)
     tenant = live.tenant()
     issue = password_grant_module.issue_token_pair
     changes: list[threading.Thread] = []

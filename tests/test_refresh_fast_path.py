@@ -6,7 +6,6 @@ connection without a 500 or a half-written record.
 """
 
 import logging
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from sqlalchemy import Connection, select, text, update
 
@@ -23,27 +21,24 @@ from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.refresh_grant import refresh_token_grant
 from erpauth.oauth.token_endpoint import token_response_body
 from erpauth.security.secrets import sha256_hex
-from erpauth.storage.models import AccessToken, Company, Operator, RefreshToken
+from erpauth.storage.models import Company, Operator, RefreshToken
+from tests.fast_paths import (
+    access_row,
+    backends_waiting,
+    claims_shape,
+    columns,
+    issued_count,
+    locked_operator,
+    postgres_only,
+    refresh_row,
+    response_shape,
+    success_events,
+    without_ids,
+)
 from tests.lifecycle import audit_events, refresh, token_pair
 from tests.support import TOKEN_PATH, LiveServer, Tenant
 
 USER_AGENT = "fast-path-test/1.0"
-# Columns that differ between any two issued tokens; every other column must match.
-PER_TOKEN = {
-    "jti",
-    "token_hash",
-    "hint",
-    "id",
-    "issued_at",
-    "expires_at",
-    "family_id",
-    "refresh_family_id",
-}
-
-
-def _postgres_only(live: LiveServer) -> None:
-    if not live.settings.resolved_database_url().startswith("postgresql"):
-        pytest.skip("the fast path is PostgreSQL's; SQLite keeps the synchronous grant")
 
 
 def _refresh(live: LiveServer, tenant: Tenant, token: str, **extra: str) -> httpx.Response:
@@ -57,7 +52,7 @@ def _refresh(live: LiveServer, tenant: Tenant, token: str, **extra: str) -> http
 
 
 def test_a_plain_refresh_on_postgresql_is_answered_by_the_fast_path(live: LiveServer) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant()
     token = token_pair(live, tenant)["refresh_token"]
     before = live.services.fast_refreshes
@@ -85,7 +80,7 @@ def test_sqlite_keeps_the_synchronous_grant(live: LiveServer) -> None:
 def test_the_fast_path_answers_writes_and_logs_as_the_synchronous_grant(
     live: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant(token_expiry_hours=5)
     fast_token = token_pair(live, tenant)["refresh_token"]
     slow_token = token_pair(live, tenant)["refresh_token"]
@@ -104,12 +99,12 @@ def test_the_fast_path_answers_writes_and_logs_as_the_synchronous_grant(
         )
 
     assert live.services.fast_refreshes == before + 1
-    assert _shape(fast) == _shape(slow)
-    assert _claims_shape(fast["access_token"]) == _claims_shape(slow["access_token"])
-    assert _access_row(live, fast) == _access_row(live, slow)
-    assert _refresh_row(live, fast) == _refresh_row(live, slow)
+    assert response_shape(fast) == response_shape(slow)
+    assert claims_shape(fast["access_token"]) == claims_shape(slow["access_token"])
+    assert access_row(live, fast) == access_row(live, slow)
+    assert refresh_row(live, fast) == refresh_row(live, slow)
     assert _used_rows(live, fast_token) == _used_rows(live, slow_token)
-    fast_event, slow_event = _success_events(live, tenant)
+    fast_event, slow_event = success_events(live, tenant, "token.refresh")
     assert fast_event == slow_event
     fast_line, slow_line = [
         record.fields
@@ -117,97 +112,13 @@ def test_the_fast_path_answers_writes_and_logs_as_the_synchronous_grant(
         if record.getMessage() == "token.refresh success"
         and record.fields["company_id"] == str(tenant.company_id)
     ]
-    assert _without_ids(fast_line) == _without_ids(slow_line)
-
-
-def _shape(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: (value if key in ("token_type", "expires_in", "scope") else type(value))
-        for key, value in body.items()
-    }
-
-
-def _claims_shape(token: str) -> dict[str, Any]:
-    claims = jwt.decode(token, options={"verify_signature": False})
-    header = jwt.get_unverified_header(token)
-    return {
-        "header": header,
-        "keys": sorted(claims),
-        "lifetime": claims["exp"] - claims["iat"],
-        "same": {
-            key: claims[key]
-            for key in ("iss", "sub", "aud", "client_id", "company_id", "email", "scope")
-        },
-    }
-
-
-def _access_row(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
-    jti = jwt.decode(body["access_token"], options={"verify_signature": False})["jti"]
-    with live.services.database.session() as session:
-        row = session.get(AccessToken, jti)
-        assert row is not None
-        assert row.token_hash == sha256_hex(body["access_token"])
-        values = _columns(row)
-    values["lifetime"] = row.expires_at - row.issued_at
-    return values
-
-
-def _refresh_row(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
-    with live.services.database.session() as session:
-        row = session.scalar(
-            select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(body["refresh_token"]))
-        )
-        assert row is not None
-        values = _columns(row)
-    values["lifetime"] = row.expires_at - row.issued_at
-    return values
-
-
-def _used_rows(live: LiveServer, token: str) -> dict[str, Any]:
-    with live.services.database.session() as session:
-        row = session.scalar(
-            select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(token))
-        )
-        assert row is not None and row.used_at is not None
-        return {key: value for key, value in _columns(row).items() if key != "used_at"}
-
-
-def _columns(row: Any) -> dict[str, Any]:
-    return {
-        column.key: getattr(row, column.key)
-        for column in row.__table__.columns
-        if column.key not in PER_TOKEN
-    }
-
-
-def _success_events(live: LiveServer, tenant: Tenant) -> list[dict[str, Any]]:
-    """Both refreshes' audit events, with the stored JSON text of their detail."""
-    with live.services.database.engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT kind, outcome, company_id, actor_id, operator_id, client_id, ip_address,"
-                " user_agent, detail::text AS detail FROM audit_events"
-                " WHERE company_id = :company AND kind = 'token.refresh' ORDER BY id"
-            ),
-            {"company": tenant.company_id},
-        ).mappings()
-        events = [dict(row) for row in rows]
-    assert len(events) == 2
-    for event in events:
-        # The same keys in the same order; the values name each refresh's own tokens.
-        detail = event.pop("detail")
-        event["detail_keys"] = [part.split(":")[0] for part in detail.strip("{}").split(", ")]
-    return events
-
-
-def _without_ids(fields: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in fields.items() if key not in PER_TOKEN | {"used_id"}}
+    assert without_ids(fast_line) == without_ids(slow_line)
 
 
 def test_refusals_fall_back_to_the_synchronous_grant_and_are_recorded_once(
     live: LiveServer,
 ) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant()
     token = token_pair(live, tenant)["refresh_token"]
     with live.services.database.session() as session:
@@ -239,7 +150,7 @@ def test_refusals_fall_back_to_the_synchronous_grant_and_are_recorded_once(
 
 
 def test_a_reused_token_falls_back_and_revokes_the_family(live: LiveServer) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant()
     first = token_pair(live, tenant)
     second = _refresh(live, tenant, first["refresh_token"]).json()
@@ -259,14 +170,14 @@ def test_two_refreshes_racing_past_the_read_give_one_success_and_revoke_the_fami
     live: LiveServer,
 ) -> None:
     """Both read the token unused; the row lock held here lets them reach the claim together."""
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant()
     presented = token_pair(live, tenant)["refresh_token"]
     before = live.services.fast_refreshes
 
     with _locked_refresh_token(live, presented) as lock, ThreadPoolExecutor(2) as pool:
         racing = [pool.submit(_refresh, live, tenant, presented) for _ in range(2)]
-        _backends_waiting(lock, "WITH claimed AS", count=2)
+        backends_waiting(lock, "WITH claimed AS", count=2)
         lock.rollback()
         responses = [future.result(timeout=30) for future in racing]
 
@@ -291,17 +202,17 @@ def test_two_refreshes_racing_past_the_read_give_one_success_and_revoke_the_fami
 def test_a_connection_killed_mid_refresh_answers_503_and_writes_nothing(
     live: LiveServer, lock: str, waiting_on: str
 ) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant()
     pair = token_pair(live, tenant)
     presented = pair["refresh_token"]
     pool = live.services.database.async_autocommit.sync_engine.pool
-    locking = _locked_operator if lock == "operator" else _locked_refresh_token
+    locking = locked_operator if lock == "operator" else _locked_refresh_token
 
     with locking(live, tenant.operator.id if lock == "operator" else presented) as held:
         with ThreadPoolExecutor(1) as threads:
             pending: Future[httpx.Response] = threads.submit(_refresh, live, tenant, presented)
-            [pid] = _backends_waiting(held, waiting_on, count=1)
+            [pid] = backends_waiting(held, waiting_on, count=1)
             held.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             response = pending.result(timeout=30)
         held.rollback()
@@ -312,7 +223,7 @@ def test_a_connection_killed_mid_refresh_answers_503_and_writes_nothing(
     assert pool.checkedout() == 0
     # Nothing of the refresh was kept: the token is unused, nothing new was issued.
     assert _used_at(live, presented) is None
-    assert _issued_count(live, tenant) == (1, 1)
+    assert issued_count(live, tenant) == (1, 1)
     assert audit_events(live, tenant.company_id, "token.refresh") == []
     # The pool replaced the dead connection; the same token now refreshes normally.
     before = live.services.fast_refreshes
@@ -335,38 +246,13 @@ def _locked_refresh_token(live: LiveServer, token: str) -> Iterator[Connection]:
             connection.rollback()
 
 
-@contextmanager
-def _locked_operator(live: LiveServer, operator_id: Any) -> Iterator[Connection]:
-    """Holds the operator's row locked, which stops a refresh at its share-locking read."""
-    with live.services.database.engine.connect() as connection:
-        connection.execute(
-            text("SELECT id FROM operators WHERE id = :id FOR UPDATE"), {"id": operator_id}
+def _used_rows(live: LiveServer, token: str) -> dict[str, Any]:
+    with live.services.database.session() as session:
+        row = session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(token))
         )
-        try:
-            yield connection
-        finally:
-            connection.rollback()
-
-
-def _backends_waiting(connection: Connection, statement: str, *, count: int) -> list[int]:
-    """The process ids of ``count`` backends waiting for a lock in ``statement``."""
-    deadline = time.monotonic() + 10
-    while True:
-        # Within a transaction, pg_stat_activity is read once and kept: read it afresh.
-        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
-        pids = list(
-            connection.execute(
-                text(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND position(:statement IN query) > 0"
-                ),
-                {"statement": statement},
-            ).scalars()
-        )
-        if len(pids) >= count or time.monotonic() > deadline:
-            assert len(pids) == count, f"{len(pids)} backends waiting in {statement!r}"
-            return pids
-        time.sleep(0.02)
+        assert row is not None and row.used_at is not None
+        return {key: value for key, value in columns(row).items() if key != "used_at"}
 
 
 def _used_at(live: LiveServer, token: str) -> Any:
@@ -374,18 +260,6 @@ def _used_at(live: LiveServer, token: str) -> Any:
         return session.scalar(
             select(RefreshToken.used_at).where(RefreshToken.token_hash == sha256_hex(token))
         )
-
-
-def _issued_count(live: LiveServer, tenant: Tenant) -> tuple[int, int]:
-    """How many access tokens and refresh tokens the tenant's operator holds."""
-    with live.services.database.session() as session:
-        access = session.scalars(
-            select(AccessToken.jti).where(AccessToken.operator_id == tenant.operator.id)
-        ).all()
-        refresh_tokens = session.scalars(
-            select(RefreshToken.id).where(RefreshToken.operator_id == tenant.operator.id)
-        ).all()
-    return len(access), len(refresh_tokens)
 
 
 # Each change makes the token one the synchronous grant refuses; the fast path must not grant it.
@@ -402,7 +276,7 @@ _SPOILED = {
 def test_a_token_the_synchronous_grant_refuses_is_not_granted_by_the_fast_path(
     live: LiveServer, case: str
 ) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     tenant = live.tenant()
     token = token_pair(live, tenant)["refresh_token"]
     model, column, hours, reason = _SPOILED[case]
@@ -426,7 +300,7 @@ def test_a_token_the_synchronous_grant_refuses_is_not_granted_by_the_fast_path(
 
 
 def test_another_companys_client_cannot_refresh_a_token_by_the_fast_path(live: LiveServer) -> None:
-    _postgres_only(live)
+    postgres_only(live)
     owner, other = live.tenant(), live.tenant()
     token = token_pair(live, owner)["refresh_token"]
     before = live.services.fast_refreshes

@@ -25,9 +25,10 @@ class Services:
     abuse: AbuseControls
     # PostgreSQL's change notices; None on SQLite or with the standing cache turned off.
     changes: ChangeFeed | None = None
-    # Refreshes completed by the fast path (erpauth.oauth.refresh_fast_path); tests read it to
-    # tell which path answered, nothing else does.
+    # Grants completed by the fast paths (erpauth.oauth.refresh_fast_path and
+    # password_fast_path); tests read them to tell which path answered, nothing else does.
     fast_refreshes: int = 0
+    fast_password_grants: int = 0
 
     def close(self) -> None:
         self.abuse.close()

@@ -11,47 +11,23 @@ checks run on a few hashing threads per process, not on the threads that serve r
   gives it back to the system once it has had nothing to do for ``linger_seconds``.
 """
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
 from typing import TypeVar, cast
 
 from erpauth.abuse.errors import Saturated
 from erpauth.security.argon2_memory import WorkingMemory
 
 T = TypeVar("T")
+_Job = tuple[Callable[[WorkingMemory], object], Future]
 
 # Long enough that steady sign-ins keep the memory, short enough that an idle process soon
 # holds nothing for hashing.
 LINGER_SECONDS = 1.0
-
-
-class _Job:
-    """One check: waiting, then taken by a hashing thread or given up by its caller."""
-
-    def __init__(self, work: Callable[[WorkingMemory], object]) -> None:
-        self.work = work
-        self.done = threading.Event()
-        self.result: object = None
-        self.error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._state = "waiting"
-
-    def take(self) -> bool:
-        """For a hashing thread: True when the job is still wanted, and now is its to run."""
-        with self._lock:
-            if self._state != "waiting":
-                return False
-            self._state = "running"
-            return True
-
-    def give_up(self) -> bool:
-        """For the caller: True when no thread has taken the job, which now never will."""
-        with self._lock:
-            if self._state != "waiting":
-                return False
-            self._state = "given_up"
-            return True
 
 
 class HashingPool:
@@ -86,20 +62,38 @@ class HashingPool:
 
     def run(self, work: Callable[[WorkingMemory], T]) -> T:
         """``work(memory)`` on a hashing thread; raises Saturated when there is no room."""
+        future = self._submit(work)
+        done, _ = futures.wait([future], timeout=self._wait_seconds)
+        if not done and future.cancel():  # no thread took it, and now none will
+            raise Saturated(retry_after=2)
+        return cast(T, future.result())
+
+    async def run_async(self, work: Callable[[WorkingMemory], T]) -> T:
+        """``run`` for the event loop: waits for the hashing thread without blocking the loop."""
+        future = self._submit(work)
+        waiting = asyncio.wrap_future(future)
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=self._wait_seconds)
+            if not done and future.cancel():
+                raise Saturated(retry_after=2)
+            return cast(T, await waiting)
+        except asyncio.CancelledError:
+            future.cancel()  # unless a thread has it already: then it finishes, unheeded
+            raise
+
+    def _submit(self, work: Callable[[WorkingMemory], object]) -> Future:
+        """Queues the check when there is room; its place is freed once it is done or dropped."""
         if not self._admitted.acquire(blocking=False):
             raise Saturated(retry_after=1)
+        future: Future = Future()
+        future.add_done_callback(lambda _: self._admitted.release())
         try:
             self._start()
-            job = _Job(work)
-            self._jobs.put(job)
-            if not job.done.wait(self._wait_seconds) and job.give_up():
-                raise Saturated(retry_after=2)
-            job.done.wait()
-        finally:
-            self._admitted.release()
-        if job.error is not None:
-            raise job.error
-        return cast(T, job.result)
+        except BaseException:
+            future.cancel()
+            raise
+        self._jobs.put((work, future))
+        return future
 
     def close(self) -> None:
         """Ends the hashing threads once the checks in hand are done; frees their memory."""
@@ -139,13 +133,12 @@ class HashingPool:
                     job = self._jobs.get()
                 if job is None:
                     return
-                if not job.take():
-                    continue
+                work, future = job
+                if not future.set_running_or_notify_cancel():
+                    continue  # given up while it waited
                 try:
-                    job.result = job.work(memory)
+                    future.set_result(work(memory))
                 except BaseException as exc:  # handed to the caller, who raises it
-                    job.error = exc
-                finally:
-                    job.done.set()
+                    future.set_exception(exc)
         finally:
             memory.release()

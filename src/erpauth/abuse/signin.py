@@ -20,8 +20,10 @@ Use, for each attempt::
 import time
 import uuid
 from dataclasses import dataclass
+from typing import NoReturn
 
 from limits.storage import RedisStorage, Storage
+from starlette.concurrency import run_in_threadpool
 
 from erpauth.abuse.errors import Saturated, Throttled
 from erpauth.abuse.hashing import HashingPool
@@ -31,6 +33,7 @@ from erpauth.abuse.trail import RepeatAudit
 from erpauth.config import Settings
 from erpauth.domain.audit import Origin
 from erpauth.domain.operators import email_key
+from erpauth.security.argon2_memory import WorkingMemory
 from erpauth.security.passwords import PasswordHasher
 
 LOCKED_HERE = "signin_lockout"
@@ -89,11 +92,15 @@ class SignInGuard:
         Returns whether failures of this account from this source are counted, which a
         correct password then clears (``record``).
         """
-        hold, counted = self._store.run(
-            lambda backend: _current_hold(backend, attempt), fail_open=False
-        )
-        if hold is None:
-            return counted
+        hold, counted = self._current_hold(attempt)
+        if hold is not None:
+            self._refuse(attempt, hold)
+        return counted
+
+    def _current_hold(self, attempt: SignInAttempt) -> tuple[_Hold | None, bool]:
+        return self._store.run(lambda backend: _current_hold(backend, attempt), fail_open=False)
+
+    def _refuse(self, attempt: SignInAttempt, hold: _Hold) -> NoReturn:
         self._trail.record(
             "signin.throttled",
             "refused",
@@ -112,14 +119,37 @@ class SignInGuard:
                 lambda memory: self._hasher.verify(password_hash, password, memory)
             )
         except Saturated:
-            self._trail.record(
-                "signin.busy",
-                "refused",
-                attempt.origin,
-                key=attempt.source,
-                **self._ids(attempt),
-            )
+            self._busy(attempt)
             raise
+
+    async def check_and_verify(
+        self, attempt: SignInAttempt, password_hash: str | None, password: str
+    ) -> tuple[bool, bool]:
+        """``check``, then ``verify``, from the event loop: (counted, password_ok).
+
+        Both run in one trip to a hashing thread, the counters' read included, so the event
+        loop neither blocks on Redis nor hands the request to another thread in between.
+        """
+
+        def work(memory: WorkingMemory) -> tuple[_Hold | None, bool, bool]:
+            hold, counted = self._current_hold(attempt)
+            if hold is not None:
+                return hold, counted, False
+            return None, counted, self._hasher.verify(password_hash, password, memory)
+
+        try:
+            hold, counted, password_ok = await self._hashing.run_async(work)
+        except Saturated:
+            await run_in_threadpool(self._busy, attempt)
+            raise
+        if hold is not None:
+            await run_in_threadpool(self._refuse, attempt, hold)
+        return counted, password_ok
+
+    def _busy(self, attempt: SignInAttempt) -> None:
+        self._trail.record(
+            "signin.busy", "refused", attempt.origin, key=attempt.source, **self._ids(attempt)
+        )
 
     def record(self, attempt: SignInAttempt, password_ok: bool, counted: bool = True) -> None:
         """Counts the outcome; raises Throttled when this failure locks the account.
@@ -148,6 +178,14 @@ class SignInGuard:
             seconds=hold.seconds,
         )
         raise Throttled(_description(hold), limit=hold.limit, retry_after=hold.seconds)
+
+    async def record_async(
+        self, attempt: SignInAttempt, password_ok: bool, counted: bool = True
+    ) -> None:
+        """``record`` from the event loop: on a worker thread, when there is anything to do."""
+        if password_ok and not counted:
+            return
+        await run_in_threadpool(self.record, attempt, password_ok, counted)
 
     def _count_failure(self, backend: Backend, attempt: SignInAttempt) -> _Hold | None:
         settings, storage, keys = self._settings, backend.storage, _Keys(attempt)

@@ -4,6 +4,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -30,7 +31,7 @@ DEACTIVATED = "this operator's account is deactivated; ask your System Administr
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
     """What the first read learned; the password is checked before the second one."""
 
     client_id: str
@@ -39,20 +40,56 @@ class _Candidate:
     password_hash: str | None
     rehash: bool  # the hash is of other argon2 parameters than the current ones
 
+    @classmethod
+    def of(cls, found: "CandidateRow", services: Services) -> "Candidate":
+        password_hash = found.password_hash
+        return cls(
+            client_id=found.client_id,
+            company_id=found.company_id,
+            operator_id=found.operator_id,
+            password_hash=password_hash,
+            rehash=password_hash is not None and services.hasher.needs_rehash(password_hash),
+        )
+
+
+class CandidateRow(Protocol):
+    """What the first read returns, by SQLAlchemy or by the fast path's own statement."""
+
+    client_id: str
+    company_id: uuid.UUID
+    primary_secret_encrypted: str
+    secondary_secret_encrypted: str
+    api_enabled: bool
+    operator_id: uuid.UUID | None
+    password_hash: str | None
+
 
 def password_grant(
     services: Services, credentials: ClientCredentials, form: dict[str, str], origin: Origin
 ) -> IssuedAccessToken:
-    username, password = form.get("username"), form.get("password")
-    if not username or not password:
-        raise InvalidRequest("the password grant needs username (the e-mail) and password")
-    scope = parse_scope(form.get("scope"))
-
+    username, password, scope = read_password_form(form)
     candidate = _find_candidate(services, credentials, username, origin)
     if isinstance(candidate, OAuthError):
         raise candidate
 
-    attempt = SignInAttempt(
+    attempt = sign_in_attempt(username, origin, candidate)
+    guard = services.abuse.sign_in
+    counted = guard.check(attempt)
+    # The slow part, on purpose, without holding a database connection.
+    password_ok = guard.verify(attempt, candidate.password_hash, password)
+    return finish_grant(services, attempt, candidate, password_ok, counted, password, scope, origin)
+
+
+def read_password_form(form: dict[str, str]) -> tuple[str, str, str]:
+    """The username, password and scope of the request; raises when one is missing or wrong."""
+    username, password = form.get("username"), form.get("password")
+    if not username or not password:
+        raise InvalidRequest("the password grant needs username (the e-mail) and password")
+    return username, password, parse_scope(form.get("scope"))
+
+
+def sign_in_attempt(username: str, origin: Origin, candidate: Candidate) -> SignInAttempt:
+    return SignInAttempt(
         username,
         origin,
         channel="token_endpoint",
@@ -60,14 +97,22 @@ def password_grant(
         operator_id=candidate.operator_id,
         client_id=candidate.client_id,
     )
-    guard = services.abuse.sign_in
-    counted = guard.check(attempt)
-    # The slow part, on purpose, without holding a database connection.
-    password_ok = guard.verify(attempt, candidate.password_hash, password)
 
+
+def finish_grant(
+    services: Services,
+    attempt: SignInAttempt,
+    candidate: Candidate,
+    password_ok: bool,
+    counted: bool,
+    password: str,
+    scope: str,
+    origin: Origin,
+) -> IssuedAccessToken:
+    """After the password check: issues or refuses (and records which), then counts it."""
     with services.database.session() as session:
         outcome = _issue(session, services, candidate, password_ok, password, scope, origin)
-    guard.record(attempt, password_ok, counted)
+    services.abuse.sign_in.record(attempt, password_ok, counted)
     if isinstance(outcome, OAuthError):
         raise outcome
     return outcome
@@ -101,7 +146,7 @@ _CANDIDATE = (
 
 def _find_candidate(
     services: Services, credentials: ClientCredentials, username: str, origin: Origin
-) -> _Candidate | OAuthError:
+) -> Candidate | OAuthError:
     with services.database.autocommit.connect() as connection:
         found = connection.execute(
             _CANDIDATE,
@@ -127,14 +172,7 @@ def _find_candidate(
             )
         return InvalidGrant(LICENSE_CLOSED)
 
-    password_hash = found.password_hash
-    return _Candidate(
-        client_id=found.client_id,
-        company_id=found.company_id,
-        operator_id=found.operator_id,
-        password_hash=password_hash,
-        rehash=password_hash is not None and services.hasher.needs_rehash(password_hash),
-    )
+    return Candidate.of(found, services)
 
 
 def _refused(
@@ -150,7 +188,7 @@ def _refused(
 def _issue(
     session: Session,
     services: Services,
-    candidate: _Candidate,
+    candidate: Candidate,
     password_ok: bool,
     password: str,
     scope: str,
@@ -195,7 +233,7 @@ def _issue(
 
 
 def _current_state(
-    session: Session, services: Services, candidate: _Candidate
+    session: Session, services: Services, candidate: Candidate
 ) -> tuple[Company | None, ApiClient | None, Operator | None]:
     """Company, client and operator as they are now, in one query, the operator's row locked.
 

@@ -19,15 +19,12 @@ detects reuse exactly as before. Nothing is written or logged here unless the re
 succeeds, so the fallback never duplicates a record.
 """
 
-import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain import audit
@@ -37,6 +34,7 @@ from erpauth.domain.refresh_tokens import is_live, new_refresh_token
 from erpauth.domain.tokens import IssuedAccessToken, access_token_row
 from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.errors import InvalidScope
+from erpauth.oauth.fast_path import raw_connection, token_insert_params, token_inserts
 from erpauth.oauth.refresh_grant import (
     MAX_REFRESH_TOKEN_LENGTH,
     narrowed_scope,
@@ -66,44 +64,15 @@ _FIND_FOR_REFRESH = """
 
 # The claim has the same condition as refresh_tokens.claim: of two concurrent refreshes with
 # one token, PostgreSQL lets exactly one update the row. The inserts read from `claimed`, so
-# they write nothing when the claim found no row. Casts give parameters that may be None (or
-# are text meant for json) the column's type.
-_ROTATE = """
+# they write nothing when the claim found no row.
+_ROTATE = f"""
     WITH claimed AS (
         UPDATE refresh_tokens SET used_at = %(claimed_at)s
          WHERE id = %(claimed_id)s AND used_at IS NULL AND revoked_at IS NULL
         RETURNING id
-    ), new_access_token AS (
-        INSERT INTO access_tokens (
-            jti, token_hash, hint, operator_id, company_id, client_id, source, scope,
-            refresh_family_id, issued_at, expires_at, ip_address, user_agent
-        )
-        SELECT %(at_jti)s, %(at_token_hash)s, %(at_hint)s, %(at_operator_id)s,
-               %(at_company_id)s, %(at_client_id)s, %(at_source)s, %(at_scope)s,
-               %(at_refresh_family_id)s, %(at_issued_at)s, %(at_expires_at)s::timestamptz,
-               %(at_ip_address)s, %(at_user_agent)s
-          FROM claimed
-    ), new_refresh_token AS (
-        INSERT INTO refresh_tokens (
-            id, token_hash, family_id, operator_id, company_id, client_id, scope, issued_at,
-            expires_at
-        )
-        SELECT %(rt_id)s, %(rt_token_hash)s, %(rt_family_id)s, %(rt_operator_id)s,
-               %(rt_company_id)s, %(rt_client_id)s, %(rt_scope)s, %(rt_issued_at)s,
-               %(rt_expires_at)s
-          FROM claimed
-    ), audit_event AS (
-        INSERT INTO audit_events (
-            occurred_at, kind, outcome, company_id, actor_id, operator_id, client_id,
-            ip_address, user_agent, detail
-        )
-        SELECT %(ae_occurred_at)s, %(ae_kind)s, %(ae_outcome)s, %(ae_company_id)s::uuid,
-               %(ae_actor_id)s::uuid, %(ae_operator_id)s::uuid, %(ae_client_id)s,
-               %(ae_ip_address)s, %(ae_user_agent)s, %(ae_detail)s::json
-          FROM claimed
-    )
+    ), {token_inserts("claimed")}
     SELECT count(*) FROM claimed
-"""
+"""  # noqa: S608 - the text is constant: every value goes as a parameter
 
 
 @dataclass(slots=True)
@@ -184,29 +153,8 @@ async def _fast_refresh(
     except InvalidScope:
         return _Declined()
 
-    engine = services.database.async_autocommit
-    assert engine is not None, "only for databases with an asyncio driver"
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver: psycopg.AsyncConnection[Any] = raw.driver_connection
-        try:
-            outcome = await _refresh(
-                driver, services, credentials, presented, requested_scope, origin
-            )
-        except psycopg.Error as exc:
-            invalidated = await _end_transaction(connection, driver)
-            # As SQLAlchemy would have raised it, so that the error handlers answer as they do
-            # for the synchronous path: 503 when the database cannot be reached.
-            raise DBAPIError.instance(
-                None, None, exc, psycopg.Error, connection_invalidated=invalidated
-            ) from exc
-        except Exception:
-            await _end_transaction(connection, driver)
-            raise
-        except BaseException:
-            # Cancelled in the middle of an exchange: the connection's state is unknown.
-            await connection.invalidate()
-            raise
+    async with raw_connection(services) as driver:
+        outcome = await _refresh(driver, services, credentials, presented, requested_scope, origin)
 
     if isinstance(outcome, _Rotation):
         audit.log_row(outcome.event, origin)
@@ -298,26 +246,7 @@ def _decide(
     )
     event = success_event(origin, client.client_id, record, signed.jti)
 
-    params: dict[str, Any] = {"claimed_id": record.id, "claimed_at": datetime.now(UTC)}
-    params.update({f"at_{column}": value for column, value in access_row.items()})
-    params.update({f"rt_{column}": value for column, value in refresh_row.items()})
-    params.update({f"ae_{column}": value for column, value in event.items()})
-    params["ae_detail"] = json.dumps(event["detail"])
+    params = token_insert_params(access_row, refresh_row, event)
+    params.update(claimed_id=record.id, claimed_at=datetime.now(UTC))
     issued = replace(signed.issued(), refresh_token=refresh.token)
     return _Rotation(issued, params, event)
-
-
-async def _end_transaction(connection: AsyncConnection, driver: psycopg.AsyncConnection) -> bool:
-    """Rolls back after an error; True when the connection had to be thrown away instead.
-
-    A connection that is broken, or that will not even roll back, goes out of the pool rather
-    than back to it.
-    """
-    if not driver.broken and not driver.closed:
-        try:
-            await driver.rollback()
-            return False
-        except psycopg.Error:
-            pass
-    await connection.invalidate()
-    return True

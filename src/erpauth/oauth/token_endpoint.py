@@ -1,6 +1,6 @@
 """The token endpoint (RFC 6749 §3.2)."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -13,6 +13,7 @@ from erpauth.http.origin import origin_of
 from erpauth.oauth.client_auth import ClientCredentials, read_client_credentials
 from erpauth.oauth.errors import InvalidRequest, UnsupportedGrantType
 from erpauth.oauth.form import FORM_TYPE, form_schema, read_form
+from erpauth.oauth.password_fast_path import password_grant_on_event_loop
 from erpauth.oauth.password_grant import password_grant
 from erpauth.oauth.refresh_fast_path import refresh_grant_on_event_loop
 from erpauth.oauth.refresh_grant import refresh_token_grant
@@ -23,6 +24,13 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 Grant = Callable[[Services, ClientCredentials, dict[str, str], Origin], IssuedAccessToken]
 GRANTS: dict[str, Grant] = {"password": password_grant, "refresh_token": refresh_token_grant}
+AsyncGrant = Callable[
+    [Services, ClientCredentials, dict[str, str], Origin], Awaitable[IssuedAccessToken]
+]
+ON_EVENT_LOOP: dict[str, AsyncGrant] = {
+    "password": password_grant_on_event_loop,
+    "refresh_token": refresh_grant_on_event_loop,
+}
 
 router = APIRouter(tags=["Authentication"])
 
@@ -108,9 +116,10 @@ async def token(request: Request) -> JSONResponse:
     uncounted = limits.admit_locally(limits.token_request_checks(origin, credentials.client_id))
     if uncounted:
         await run_in_threadpool(limits.enforce_all, uncounted, origin)
-    if grant is refresh_token_grant and services.database.async_autocommit is not None:
-        # PostgreSQL: the common refresh runs on the event loop (see refresh_fast_path).
-        issued = await refresh_grant_on_event_loop(services, credentials, form, origin)
+    if services.database.async_autocommit is not None:
+        # PostgreSQL: the common grants run on the event loop (see refresh_fast_path and
+        # password_fast_path), and fall back to the synchronous ones for the rest.
+        issued = await ON_EVENT_LOOP[grant_type](services, credentials, form, origin)
     else:
         issued = await run_in_threadpool(grant, services, credentials, form, origin)
     return JSONResponse(token_response_body(issued), headers=NO_STORE)

@@ -1,0 +1,114 @@
+"""What the grants' fast paths on PostgreSQL share: the raw connection and the token inserts.
+
+The plain successful password and refresh grants run on the event loop, on the psycopg
+connection under a pooled asyncio connection, in pipeline mode. Each writes its tokens and its
+audit event in one statement whose inserts read from a first part (``source``) that yields
+one row when the grant may go ahead and none when it may not: then nothing is written.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from erpauth.services import Services
+
+
+def token_inserts(source: str) -> str:
+    """The access token, refresh token and audit event inserts, one each per row of ``source``.
+
+    Casts give parameters that may be None (or are text meant for json) the column's type.
+    """
+    return f"""
+    new_access_token AS (
+        INSERT INTO access_tokens (
+            jti, token_hash, hint, operator_id, company_id, client_id, source, scope,
+            refresh_family_id, issued_at, expires_at, ip_address, user_agent
+        )
+        SELECT %(at_jti)s, %(at_token_hash)s, %(at_hint)s, %(at_operator_id)s,
+               %(at_company_id)s, %(at_client_id)s, %(at_source)s, %(at_scope)s,
+               %(at_refresh_family_id)s, %(at_issued_at)s, %(at_expires_at)s::timestamptz,
+               %(at_ip_address)s, %(at_user_agent)s
+          FROM {source}
+    ), new_refresh_token AS (
+        INSERT INTO refresh_tokens (
+            id, token_hash, family_id, operator_id, company_id, client_id, scope, issued_at,
+            expires_at
+        )
+        SELECT %(rt_id)s, %(rt_token_hash)s, %(rt_family_id)s, %(rt_operator_id)s,
+               %(rt_company_id)s, %(rt_client_id)s, %(rt_scope)s, %(rt_issued_at)s,
+               %(rt_expires_at)s
+          FROM {source}
+    ), audit_event AS (
+        INSERT INTO audit_events (
+            occurred_at, kind, outcome, company_id, actor_id, operator_id, client_id,
+            ip_address, user_agent, detail
+        )
+        SELECT %(ae_occurred_at)s, %(ae_kind)s, %(ae_outcome)s, %(ae_company_id)s::uuid,
+               %(ae_actor_id)s::uuid, %(ae_operator_id)s::uuid, %(ae_client_id)s,
+               %(ae_ip_address)s, %(ae_user_agent)s, %(ae_detail)s::json
+          FROM {source}
+    )
+    """  # noqa: S608 - source is the caller's constant: every value goes as a parameter
+
+
+def token_insert_params(
+    access_row: dict[str, Any], refresh_row: dict[str, Any], event: dict[str, Any]
+) -> dict[str, Any]:
+    """The parameters of ``token_inserts`` for these rows (``access_token_row``,
+    ``new_refresh_token`` and ``audit.event_row``)."""
+    params = {f"at_{column}": value for column, value in access_row.items()}
+    params.update({f"rt_{column}": value for column, value in refresh_row.items()})
+    params.update({f"ae_{column}": value for column, value in event.items()})
+    params["ae_detail"] = json.dumps(event["detail"])
+    return params
+
+
+@asynccontextmanager
+async def raw_connection(services: Services) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection's psycopg connection, in autocommit mode, for one fast path.
+
+    A psycopg error inside leaves as SQLAlchemy would have raised it, so the error handlers
+    answer as they do for the synchronous paths (503 when the database cannot be reached).
+    After any error the connection is rolled back, or thrown away when it is broken or the
+    exchange was cut off halfway (a cancelled request).
+    """
+    engine = services.database.async_autocommit
+    assert engine is not None, "only for databases with an asyncio driver"
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: psycopg.AsyncConnection[Any] = raw.driver_connection
+        try:
+            yield driver
+        except psycopg.Error as exc:
+            invalidated = await _end_transaction(connection, driver)
+            raise DBAPIError.instance(
+                None, None, exc, psycopg.Error, connection_invalidated=invalidated
+            ) from exc
+        except Exception:
+            await _end_transaction(connection, driver)
+            raise
+        except BaseException:
+            # Cancelled in the middle of an exchange: the connection's state is unknown.
+            await connection.invalidate()
+            raise
+
+
+async def _end_transaction(connection: AsyncConnection, driver: psycopg.AsyncConnection) -> bool:
+    """Rolls back after an error; True when the connection had to be thrown away instead.
+
+    A connection that is broken, or that will not even roll back, goes out of the pool rather
+    than back to it.
+    """
+    if not driver.broken and not driver.closed:
+        try:
+            await driver.rollback()
+            return False
+        except psycopg.Error:
+            pass
+    await connection.invalidate()
+    return True
