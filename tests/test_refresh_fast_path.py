@@ -177,7 +177,7 @@ def test_two_refreshes_racing_past_the_read_give_one_success_and_revoke_the_fami
 
     with _locked_refresh_token(live, presented) as lock, ThreadPoolExecutor(2) as pool:
         racing = [pool.submit(_refresh, live, tenant, presented) for _ in range(2)]
-        backends_waiting(lock, "WITH claimed AS", count=2)
+        backends_waiting(lock, "claimed AS (", count=2)
         lock.rollback()
         responses = [future.result(timeout=30) for future in racing]
 
@@ -194,10 +194,35 @@ def test_two_refreshes_racing_past_the_read_give_one_success_and_revoke_the_fami
     assert reuse.detail["refresh_tokens_revoked"] == 2
 
 
+def test_a_deactivation_committed_while_the_refresh_waits_refuses_it(live: LiveServer) -> None:
+    """The change holds the operator's row; the refresh's write waits, then sees it."""
+    postgres_only(live)
+    tenant = live.tenant()
+    presented = token_pair(live, tenant)["refresh_token"]
+    before = live.services.fast_refreshes
+
+    with locked_operator(live, tenant.operator.id) as held, ThreadPoolExecutor(1) as threads:
+        pending: Future[httpx.Response] = threads.submit(_refresh, live, tenant, presented)
+        backends_waiting(held, "claimed AS (", count=1)
+        held.execute(
+            update(Operator).where(Operator.id == tenant.operator.id).values(is_active=False)
+        )
+        held.commit()
+        response = pending.result(timeout=30)
+
+    assert live.services.fast_refreshes == before
+    assert response.status_code == 400, response.text
+    assert "deactivated" in response.json()["error_description"]
+    assert _used_at(live, presented) is None
+    assert issued_count(live, tenant) == (1, 1)
+    [event] = audit_events(live, tenant.company_id, "token.refresh")
+    assert event.detail["reason"] == "operator_inactive"
+
+
 @pytest.mark.parametrize(
     ("lock", "waiting_on"),
-    [("operator", "FOR SHARE OF op"), ("refresh_token", "WITH claimed AS")],
-    ids=["during_the_read", "during_the_write"],
+    [("operator", "FOR SHARE OF op"), ("refresh_token", "claimed AS (")],
+    ids=["waiting_for_the_operator", "waiting_for_the_token"],
 )
 def test_a_connection_killed_mid_refresh_answers_503_and_writes_nothing(
     live: LiveServer, lock: str, waiting_on: str

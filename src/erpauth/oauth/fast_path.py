@@ -1,9 +1,11 @@
 """What the grants' fast paths on PostgreSQL share: the raw connection and the token inserts.
 
 The plain successful password and refresh grants run on the event loop, on the psycopg
-connection under a pooled asyncio connection, in pipeline mode. Each writes its tokens and its
-audit event in one statement whose inserts read from a first part (``source``) that yields
-one row when the grant may go ahead and none when it may not: then nothing is written.
+connection under a pooled asyncio connection, each in two statements: a read, and a write
+that commits on its own. The write locks the operator's row, checks again in its first part
+(``source``) what the grant was decided on, and inserts the tokens and the audit event only
+for the one row that part yields when all still holds: otherwise it writes nothing, and the
+synchronous grant answers instead.
 """
 
 import json

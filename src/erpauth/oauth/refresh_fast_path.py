@@ -3,20 +3,24 @@
 Most refreshes simply succeed, and that case is short: one read, a signature, one write. Run
 through SQLAlchemy sessions on a worker thread (``refresh_grant``), it cost milliseconds of
 CPU, spent in per-statement machinery, round trips and the hand-off to the thread. Here it
-takes a pooled asyncio connection and works on its psycopg connection directly, in pipeline
-mode, in two round trips:
+takes a pooled asyncio connection and works on its psycopg connection directly, with two
+statements, each its own transaction:
 
-1. BEGIN, and the joined read of client, company, refresh token and operator, the operator's
-   row share-locked for the reason ``find_for_refresh`` gives;
-2. one statement that claims the token and, only when the claim succeeded, writes the access
-   token, the next refresh token and the audit event; then COMMIT, durable as ever.
+1. the joined read of client, company, refresh token and operator;
+2. one statement that share-locks the operator's row and checks that the operator's and the
+   license's standing still allow the refresh, claims the token, and only when both
+   succeeded writes the access token, the next refresh token and the audit event. It
+   commits on its own, durable as ever, and holds the lock until then, for the reason
+   ``find_for_refresh`` gives: a password change, deactivation or loss of API permission
+   either commits first (and this statement writes nothing) or waits for this commit and
+   then revokes the new tokens too.
 
 Between them run the synchronous grant's own checks: the client secret, the token's client
 and liveness, the scope, the operator's and license's standing. Anything but the plain
-success (an unknown client or token, a wrong secret, any refusal, a lost claim) rolls back
-and falls back to the synchronous grant on a worker thread, which answers, records and
-detects reuse exactly as before. Nothing is written or logged here unless the refresh
-succeeds, so the fallback never duplicates a record.
+success (an unknown client or token, a wrong secret, any refusal, a lost claim, a change
+seen by the second statement) falls back to the synchronous grant on a worker thread, which
+answers, records and detects reuse exactly as before. Nothing is written or logged here
+unless the refresh succeeds, so the fallback never duplicates a record.
 """
 
 import uuid
@@ -46,7 +50,8 @@ from erpauth.oauth.scope import parse_scope
 from erpauth.security.secrets import sha256_hex
 from erpauth.services import Services
 
-# The same rows and lock as find_for_refresh. Columns in the order of the row classes below.
+# The same rows as find_for_refresh, without its lock: the second statement takes it. Columns
+# in the order of the row classes below.
 _FIND_FOR_REFRESH = """
     SELECT cl.client_id, cl.primary_secret_encrypted, cl.secondary_secret_encrypted,
            co.id, co.api_enabled, co.token_expiry_hours,
@@ -59,19 +64,30 @@ _FIND_FOR_REFRESH = """
       JOIN refresh_tokens AS rt ON rt.token_hash = %(token_hash)s
       JOIN operators AS op ON op.id = rt.operator_id
      WHERE cl.client_id = %(client_id)s
-       FOR SHARE OF op
 """
 
+# `standing` yields the operator's row, share-locked, only while everything the refresh was
+# decided on still holds (standing_refusal's conditions, and what the token is signed from).
 # The claim has the same condition as refresh_tokens.claim: of two concurrent refreshes with
 # one token, PostgreSQL lets exactly one update the row. The inserts read from `claimed`, so
-# they write nothing when the claim found no row.
+# they write nothing unless both succeeded.
 _ROTATE = f"""
-    WITH claimed AS (
+    WITH standing AS (
+        SELECT op.id
+          FROM operators AS op
+          JOIN companies AS co ON co.id = op.company_id
+         WHERE op.id = %(operator_id)s AND co.id = %(company_id)s
+           AND op.email = %(email)s AND op.is_active AND op.api_permission
+           AND op.password_changed_at <= %(token_issued_at)s
+           AND co.api_enabled AND co.token_expiry_hours = %(expiry_hours)s
+           FOR SHARE OF op
+    ), claimed AS (
         UPDATE refresh_tokens SET used_at = %(claimed_at)s
          WHERE id = %(claimed_id)s AND used_at IS NULL AND revoked_at IS NULL
+           AND EXISTS (SELECT FROM standing)
         RETURNING id
     ), {token_inserts("claimed")}
-    SELECT count(*) FROM claimed
+    SELECT (SELECT count(*) FROM standing), (SELECT count(*) FROM claimed)
 """  # noqa: S608 - the text is constant: every value goes as a parameter
 
 
@@ -170,25 +186,21 @@ async def _refresh(
     requested_scope: str | None,
     origin: Origin,
 ) -> _Rotation | _Declined:
-    """The one transaction: committed with the new tokens, or rolled back having declined."""
-    async with driver.pipeline():
-        await driver.execute("BEGIN")
-        read = await driver.execute(
-            _FIND_FOR_REFRESH,
-            {"client_id": credentials.client_id[:36], "token_hash": sha256_hex(presented)},
-        )
-        rotation = _decide(await read.fetchone(), services, credentials, requested_scope, origin)
-        if rotation is None:
-            await driver.execute("ROLLBACK")
-            return _Declined()
+    """The two statements: the read, then, if the refresh may go ahead, the write."""
+    read = await driver.execute(
+        _FIND_FOR_REFRESH,
+        {"client_id": credentials.client_id[:36], "token_hash": sha256_hex(presented)},
+    )
+    rotation = _decide(await read.fetchone(), services, credentials, requested_scope, origin)
+    if rotation is None:
+        return _Declined()
 
-        rotated = await driver.execute(_ROTATE, rotation.params)
-        await driver.execute("COMMIT")
-    # Leaving the pipeline sent everything and read every answer: the commit is done.
-    claimed = await rotated.fetchone()
-    if claimed is None or claimed[0] != 1:
-        # Another request used or revoked this token between our read and our write.
-        return _Declined(claim_lost=True)
+    rotated = await driver.execute(_ROTATE, rotation.params)
+    written = await rotated.fetchone()
+    if written is None or written[1] != 1:
+        # Changed since the read: the standing (the synchronous grant tells why), or the token
+        # itself, used or revoked by another request in between.
+        return _Declined(claim_lost=written is not None and written[0] == 1)
     return rotation
 
 
@@ -247,6 +259,14 @@ def _decide(
     event = success_event(origin, client.client_id, record, signed.jti)
 
     params = token_insert_params(access_row, refresh_row, event)
-    params.update(claimed_id=record.id, claimed_at=datetime.now(UTC))
+    params.update(
+        operator_id=operator.id,
+        company_id=company.id,
+        email=operator.email,
+        token_issued_at=record.issued_at,
+        expiry_hours=company.token_expiry_hours,
+        claimed_id=record.id,
+        claimed_at=datetime.now(UTC),
+    )
     issued = replace(signed.issued(), refresh_token=refresh.token)
     return _Rotation(issued, params, event)
