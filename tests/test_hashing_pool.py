@@ -2,6 +2,7 @@
 answering, checks never outnumber the hashing threads, and each thread keeps argon2's working
 memory between checks and gives it back when idle."""
 
+import asyncio
 import resource
 import threading
 import time
@@ -133,6 +134,73 @@ def test_no_more_checks_run_at_once_than_the_pool_has_threads() -> None:
 
     assert most == 2
     assert threads_used == {"hashing-0", "hashing-1"}
+
+
+def test_from_the_event_loop_a_check_runs_on_a_hashing_thread_and_errors_reach_the_caller() -> None:
+    def broken(_: WorkingMemory) -> None:
+        raise ValueError("no such thing")
+
+    with pool_of(threads=1, queue_size=0) as pool:
+        name = asyncio.run(pool.run_async(lambda _: threading.current_thread().name))
+        with pytest.raises(ValueError, match="no such thing"):
+            asyncio.run(pool.run_async(broken))
+        assert name == "hashing-0"
+
+
+def test_from_the_event_loop_the_bounds_hold_and_the_loop_keeps_running() -> None:
+    with pool_of(threads=1, queue_size=1, wait_seconds=0.3) as pool:
+        holder, release = hold_thread(pool)
+        ran: list[object] = []
+
+        async def meanwhile() -> tuple[BaseException | None, BaseException | None, int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.ensure_future(tick())
+            waited, beyond = await asyncio.gather(
+                pool.run_async(ran.append), pool.run_async(ran.append), return_exceptions=True
+            )
+            ticker.cancel()
+            return waited, beyond, ticks
+
+        waited, beyond, ticks = asyncio.run(meanwhile())
+        release.set()
+        holder.join()
+        pool.run(lambda _: None)  # the refused check was queued before this one
+
+        # One was turned away at once (no room), one after waiting too long for a thread.
+        assert sorted(error.headers["Retry-After"] for error in (waited, beyond)) == ["1", "2"]
+        assert ran == []
+        assert ticks >= 10, "the event loop was blocked while the checks waited"
+
+
+def test_a_cancelled_caller_gives_up_its_waiting_check_and_its_place() -> None:
+    with pool_of(threads=1, queue_size=1) as pool:
+        holder, release = hold_thread(pool)
+        ran: list[object] = []
+
+        async def cancel_while_waiting() -> None:
+            waiting = asyncio.ensure_future(pool.run_async(ran.append))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+
+        asyncio.run(cancel_while_waiting())
+        # Its place is free again: one more may wait while the thread is still held.
+        waiter = threading.Thread(target=lambda: ran.append(pool.run(lambda _: "ran")))
+        waiter.start()
+        time.sleep(0.1)
+        release.set()
+        holder.join()
+        waiter.join(10)
+
+        assert ran == ["ran"]
 
 
 def minor_faults() -> int:

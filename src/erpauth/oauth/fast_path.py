@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import greenlet_spawn
 
 from erpauth.services import Services
 
@@ -72,45 +72,49 @@ def token_insert_params(
 
 @asynccontextmanager
 async def raw_connection(services: Services) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection's psycopg connection, in autocommit mode, for one fast path.
+    """A pooled psycopg connection, in autocommit mode, for one fast path.
 
-    A psycopg error inside leaves as SQLAlchemy would have raised it, so the error handlers
+    Taken from the pool directly (``AsyncEngine.raw_connection``): no SQLAlchemy connection
+    and transaction objects around it, which cost more than a fast path's statements. A
+    psycopg error inside leaves as SQLAlchemy would have raised it, so the error handlers
     answer as they do for the synchronous paths (503 when the database cannot be reached).
     After any error the connection is rolled back, or thrown away when it is broken or the
     exchange was cut off halfway (a cancelled request).
     """
     engine = services.database.async_autocommit
     assert engine is not None, "only for databases with an asyncio driver"
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver: psycopg.AsyncConnection[Any] = raw.driver_connection
-        try:
-            yield driver
-        except psycopg.Error as exc:
-            invalidated = await _end_transaction(connection, driver)
-            raise DBAPIError.instance(
-                None, None, exc, psycopg.Error, connection_invalidated=invalidated
-            ) from exc
-        except Exception:
-            await _end_transaction(connection, driver)
-            raise
-        except BaseException:
-            # Cancelled in the middle of an exchange: the connection's state is unknown.
-            await connection.invalidate()
-            raise
+    pooled = await engine.raw_connection()
+    driver: psycopg.AsyncConnection[Any] = pooled.driver_connection
+    try:
+        yield driver
+    except psycopg.Error as exc:
+        invalidated = not await _rolled_back(driver)
+        if invalidated:
+            await greenlet_spawn(pooled.invalidate)
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=invalidated
+        ) from exc
+    except Exception:
+        if not await _rolled_back(driver):
+            await greenlet_spawn(pooled.invalidate)
+        raise
+    except BaseException:
+        # Cancelled in the middle of an exchange: the connection's state is unknown.
+        await greenlet_spawn(pooled.invalidate)
+        raise
+    finally:
+        # Back to the pool (or, once invalidated, closed for good). The pool's SQLAlchemy
+        # code reaches psycopg's asyncio methods only from within greenlet_spawn.
+        await greenlet_spawn(pooled.close)
 
 
-async def _end_transaction(connection: AsyncConnection, driver: psycopg.AsyncConnection) -> bool:
-    """Rolls back after an error; True when the connection had to be thrown away instead.
-
-    A connection that is broken, or that will not even roll back, goes out of the pool rather
-    than back to it.
-    """
-    if not driver.broken and not driver.closed:
-        try:
-            await driver.rollback()
-            return False
-        except psycopg.Error:
-            pass
-    await connection.invalidate()
+async def _rolled_back(driver: psycopg.AsyncConnection) -> bool:
+    """Rolls back after an error; False when the connection is broken or will not roll back,
+    and must go out of the pool rather than back to it."""
+    if driver.broken or driver.closed:
+        return False
+    try:
+        await driver.rollback()
+    except psycopg.Error:
+        return False
     return True

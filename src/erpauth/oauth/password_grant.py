@@ -53,13 +53,10 @@ class Candidate:
 
 
 class CandidateRow(Protocol):
-    """What the first read returns, by SQLAlchemy or by the fast path's own statement."""
+    """What a candidate is made of: a row of this grant's first read, or the fast path's."""
 
     client_id: str
     company_id: uuid.UUID
-    primary_secret_encrypted: str
-    secondary_secret_encrypted: str
-    api_enabled: bool
     operator_id: uuid.UUID | None
     password_hash: str | None
 
