@@ -35,6 +35,31 @@ def postgres_only(live: LiveServer) -> None:
         pytest.skip("the fast path is PostgreSQL's; SQLite keeps the synchronous grant")
 
 
+def assert_issued_alike(
+    live: LiveServer,
+    tenant: Tenant,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    fast: dict[str, Any],
+    slow: dict[str, Any],
+) -> None:
+    """The two answers, their tokens' rows, audit events of ``kind`` and log lines match, but
+    for what differs between any two issued tokens."""
+    assert response_shape(fast) == response_shape(slow)
+    assert claims_shape(fast["access_token"]) == claims_shape(slow["access_token"])
+    assert access_row(live, fast) == access_row(live, slow)
+    assert refresh_row(live, fast) == refresh_row(live, slow)
+    fast_event, slow_event = success_events(live, tenant, kind)
+    assert fast_event == slow_event
+    fast_line, slow_line = [
+        record.fields
+        for record in caplog.records
+        if record.getMessage() == f"{kind} success"
+        and record.fields["company_id"] == str(tenant.company_id)
+    ]
+    assert without_ids(fast_line) == without_ids(slow_line)
+
+
 def response_shape(body: dict[str, Any]) -> dict[str, Any]:
     return {
         key: (value if key in ("token_type", "expires_in", "scope") else type(value))

@@ -20,21 +20,25 @@ from erpauth.oauth.password_grant import password_grant
 from erpauth.oauth.token_endpoint import token_response_body
 from erpauth.storage.models import Company, Operator
 from tests.fast_paths import (
-    access_row,
+    assert_issued_alike,
     backends_waiting,
-    claims_shape,
     issued_count,
     locked_operator,
     postgres_only,
-    refresh_row,
-    response_shape,
-    success_events,
-    without_ids,
 )
 from tests.lifecycle import audit_events
 from tests.support import TOKEN_PATH, LiveServer, Tenant
 
 USER_AGENT = "fast-path-test/1.0"
+
+
+def _form(tenant: Tenant, password: str | None = None) -> dict[str, str]:
+    return {
+        "grant_type": "password",
+        "username": tenant.operator.email,
+        "password": password or tenant.operator.password,
+        "scope": "api",
+    }
 
 
 def _grant(
@@ -45,12 +49,7 @@ def _grant(
             TOKEN_PATH,
             auth=(tenant.client_id, secret or tenant.primary_secret),
             headers={"User-Agent": USER_AGENT},
-            data={
-                "grant_type": "password",
-                "username": tenant.operator.email,
-                "password": password or tenant.operator.password,
-                "scope": "api",
-            },
+            data=_form(tenant, password),
         )
 
 
@@ -93,30 +92,13 @@ def test_the_fast_path_answers_writes_and_logs_as_the_synchronous_grant(
             password_grant(
                 live.services,
                 ClientCredentials(tenant.client_id, tenant.primary_secret, "client_secret_basic"),
-                {
-                    "grant_type": "password",
-                    "username": tenant.operator.email,
-                    "password": tenant.operator.password,
-                    "scope": "api",
-                },
+                _form(tenant),
                 Origin(ip_address="127.0.0.1", user_agent=USER_AGENT),
             )
         )
 
     assert live.services.fast_password_grants == before + 1
-    assert response_shape(fast) == response_shape(slow)
-    assert claims_shape(fast["access_token"]) == claims_shape(slow["access_token"])
-    assert access_row(live, fast) == access_row(live, slow)
-    assert refresh_row(live, fast) == refresh_row(live, slow)
-    fast_event, slow_event = success_events(live, tenant, "token.issue")
-    assert fast_event == slow_event
-    fast_line, slow_line = [
-        record.fields
-        for record in caplog.records
-        if record.getMessage() == "token.issue success"
-        and record.fields["company_id"] == str(tenant.company_id)
-    ]
-    assert without_ids(fast_line) == without_ids(slow_line)
+    assert_issued_alike(live, tenant, caplog, "token.issue", fast, slow)
 
 
 def test_refusals_fall_back_to_the_synchronous_grant_and_are_recorded_once(

@@ -23,17 +23,12 @@ from erpauth.oauth.token_endpoint import token_response_body
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import Company, Operator, RefreshToken
 from tests.fast_paths import (
-    access_row,
+    assert_issued_alike,
     backends_waiting,
-    claims_shape,
     columns,
     issued_count,
     locked_operator,
     postgres_only,
-    refresh_row,
-    response_shape,
-    success_events,
-    without_ids,
 )
 from tests.lifecycle import audit_events, refresh, token_pair
 from tests.support import TOKEN_PATH, LiveServer, Tenant
@@ -99,20 +94,8 @@ def test_the_fast_path_answers_writes_and_logs_as_the_synchronous_grant(
         )
 
     assert live.services.fast_refreshes == before + 1
-    assert response_shape(fast) == response_shape(slow)
-    assert claims_shape(fast["access_token"]) == claims_shape(slow["access_token"])
-    assert access_row(live, fast) == access_row(live, slow)
-    assert refresh_row(live, fast) == refresh_row(live, slow)
+    assert_issued_alike(live, tenant, caplog, "token.refresh", fast, slow)
     assert _used_rows(live, fast_token) == _used_rows(live, slow_token)
-    fast_event, slow_event = success_events(live, tenant, "token.refresh")
-    assert fast_event == slow_event
-    fast_line, slow_line = [
-        record.fields
-        for record in caplog.records
-        if record.getMessage() == "token.refresh success"
-        and record.fields["company_id"] == str(tenant.company_id)
-    ]
-    assert without_ids(fast_line) == without_ids(slow_line)
 
 
 def test_refusals_fall_back_to_the_synchronous_grant_and_are_recorded_once(
