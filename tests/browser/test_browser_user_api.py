@@ -208,3 +208,20 @@ def test_sign_out_returns_to_the_sign_in_page(page: Page, web: LiveServer) -> No
     expect(page.get_by_text("You are signed out.")).to_be_visible()
     page.goto("/settings/user/api")
     expect(page).to_have_url(f"{web.url}/signin?next=%2Fsettings%2Fuser%2Fapi")
+
+
+def test_reloading_the_page_that_shows_a_new_token_does_not_make_another(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    sign_in(page, tenant.operator)
+    page.goto("/settings/user/api")
+    token = generate_through_the_sign_in_window(page, tenant.operator, "Generate Access Token")
+    expect(page).to_have_url(f"{web.url}/settings/user/api")
+
+    page.reload()
+
+    # The page is fetched again, not the form sent again: the token shown once still works.
+    expect(page.locator("#access-token")).to_have_value(f"…{token[-6:]}")
+    expect(page.get_by_text("Copy your access token now.")).to_have_count(0)
+    assert me(web, token).status_code == 200

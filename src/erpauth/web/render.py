@@ -78,11 +78,21 @@ def page(
     *,
     viewer: Viewer | None = None,
     status: int = 200,
+    address: str | None = None,
     **context: Any,
 ) -> HTMLResponse:
+    """The page as an answer. ``address``: where the page lives, for a page that also answers
+    forms. The browser then shows that address, and reloading the page fetches it afresh
+    instead of sending the form again (which would, say, make yet another access token)."""
     notice = NOTICES.get(request.query_params.get("notice", ""))
     body = render(
-        template, request=request, viewer=viewer, notice=notice, path=request.url.path, **context
+        template,
+        request=request,
+        viewer=viewer,
+        notice=notice,
+        path=request.url.path,
+        address=address,
+        **context,
     )
     return HTMLResponse(body, status_code=status, headers=NO_STORE)
 

@@ -200,6 +200,7 @@ def _api_tab(
         "system_api.html",
         viewer=viewer,
         status=status,
+        address=API_TAB,
         active="system-settings",
         tab="api",
         revealed=revealed or {},

@@ -126,6 +126,12 @@
     document.querySelectorAll("form[aria-busy]").forEach(release);
   });
 
+  // A page that answers a form shows its own address, so a reload fetches the page instead of
+  // sending the form (and its password) again.
+  if (document.body.dataset.address) {
+    window.history.replaceState(null, "", document.body.dataset.address);
+  }
+
   const pending = document.querySelector("dialog[data-open-on-load]");
   if (pending) openDialog(pending);
 })();
