@@ -1,6 +1,7 @@
 """Bad input on every endpoint gets a clear 4xx JSON error and never a 500."""
 
 import base64
+import json
 
 import pytest
 
@@ -83,6 +84,8 @@ def test_ten_megabyte_body_is_refused_before_it_is_read(live: LiveServer) -> Non
         )
 
     assert_json_error(response, 413, "request_too_large")
+    # Written like every other JSON answer, which Starlette writes compactly.
+    assert response.content == json.dumps(response.json(), separators=(",", ":")).encode()
 
 
 def test_streamed_body_without_length_is_cut_off_at_the_limit(live: LiveServer) -> None:

@@ -11,7 +11,9 @@ class BodyTooLarge(Exception):
 
 
 async def _send_json(send: Send, status: int, body: dict[str, str]) -> None:
-    await _send(send, status, json.dumps(body).encode(), b"application/json")
+    # Written as Starlette's JSONResponse writes every other answer: compact, UTF-8.
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    await _send(send, status, text.encode(), b"application/json")
 
 
 async def _send(send: Send, status: int, payload: bytes, content_type: bytes) -> None:
