@@ -42,8 +42,8 @@ class ClientSecrets(Protocol):
 
 def secret_matches(box: SecretBox, client: ClientSecrets, client_secret: str) -> bool:
     """Whether the secret is either of the client's two, compared in constant time."""
-    primary_ok = equal(client_secret, box.decrypt(client.primary_secret_encrypted))
-    secondary_ok = equal(client_secret, box.decrypt(client.secondary_secret_encrypted))
+    primary_ok = box.matches(client.primary_secret_encrypted, client_secret)
+    secondary_ok = box.matches(client.secondary_secret_encrypted, client_secret)
     return primary_ok or secondary_ok
 
 

@@ -11,6 +11,10 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from erpauth.config import Settings
+from erpauth.security.lru import LRU
+
+# Encrypted secrets whose digests a SecretBox remembers (two per API client).
+REMEMBERED_SECRETS = 4096
 
 
 def new_client_secret() -> str:
@@ -51,6 +55,10 @@ class SecretBox:
     def __init__(self, keys: list[str]) -> None:
         self._keys = keys
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+        # For matches: secrets this process has decrypted, kept only as digests under a key
+        # of its own that never leaves it.
+        self._compare_key = secrets.token_bytes(32)
+        self._digests: LRU[str, bytes] = LRU(REMEMBERED_SECRETS)
 
     def encrypt(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode()
@@ -63,6 +71,23 @@ class SecretBox:
                 "a stored secret cannot be decrypted with the configured ERPAUTH_SECRET_KEY; "
                 "configure the key it was encrypted with (old keys may follow the new one)"
             ) from exc
+
+    def matches(self, token: str, value: str) -> bool:
+        """Whether ``value`` is the secret encrypted in ``token``, compared in constant time.
+
+        The digests of the two are compared. The stored secret's digest is remembered by its
+        encrypted form, so a client that keeps calling is not decrypted on every request,
+        and the secret itself is not kept. A regenerated secret is encrypted anew, so it is
+        never mistaken for the old one.
+        """
+        stored = self._digests.get(token)
+        if stored is None:
+            stored = self._digest(self.decrypt(token))
+            self._digests.put(token, stored)
+        return hmac.compare_digest(self._digest(value), stored)
+
+    def _digest(self, value: str) -> bytes:
+        return hmac.new(self._compare_key, value.encode(), hashlib.sha256).digest()
 
     def derive(self, purpose: str) -> str:
         """A stable value tied to the server key, e.g. for demo passwords."""
