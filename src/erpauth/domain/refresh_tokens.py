@@ -151,7 +151,7 @@ def find_for_refresh(session: Session, client_id: str, token: str) -> RefreshReq
     other. SQLite takes no row locks; there writers are serialised by the database itself.
     """
     row = session.execute(
-        _FIND_FOR_REFRESH, {"client_id": client_id[:36], "token_hash": sha256_hex(token)}
+        _FIND_FOR_REFRESH, {"client_id": client_id, "token_hash": sha256_hex(token)}
     ).first()
     return RefreshRequest(*row) if row is not None else None
 
