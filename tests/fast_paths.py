@@ -30,6 +30,13 @@ PER_TOKEN = {
 }
 
 
+@pytest.fixture(autouse=True)
+def fresh_key_ring(live: LiveServer) -> None:
+    """The fast paths decline while signing would first reload the key ring (older than 30 s,
+    as after slower tests of the session); their tests count the grants they answer."""
+    live.services.keys.reload()
+
+
 def postgres_only(live: LiveServer) -> None:
     if not live.settings.resolved_database_url().startswith("postgresql"):
         pytest.skip("the fast path is PostgreSQL's; SQLite keeps the synchronous grant")

@@ -227,6 +227,32 @@ def test_our_client_id_with_another_companys_secret_is_refused(live: LiveServer)
     assert response.json()["error"] == "invalid_client"
 
 
+@pytest.mark.parametrize("grant_type", ["password", "refresh_token"])
+def test_our_client_id_with_anything_appended_is_no_client(
+    live: LiveServer, grant_type: str
+) -> None:
+    """A client ID is matched whole: a suffix must not pass for the client (and so get a
+    per-client rate-limit bucket of its own for every suffix tried)."""
+    tenant = live.tenant()
+    pair = token_pair(live, tenant)
+    form = {
+        "password": {
+            "grant_type": "password",
+            "username": tenant.operator.email,
+            "password": tenant.operator.password,
+        },
+        "refresh_token": {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]},
+    }[grant_type]
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH, auth=(tenant.client_id + "-not-ours", tenant.primary_secret), data=form
+        )
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+
+
 def test_another_companys_client_cannot_revoke_our_tokens_and_learns_nothing(
     live: LiveServer,
 ) -> None:

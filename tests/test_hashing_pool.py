@@ -3,6 +3,8 @@ answering, checks never outnumber the hashing threads, and each thread keeps arg
 memory between checks and gives it back when idle."""
 
 import asyncio
+import gc
+import logging
 import resource
 import threading
 import time
@@ -368,3 +370,33 @@ def test_the_api_keeps_answering_while_the_token_endpoint_is_flooded(
     busy = [answer for answer in answers if answer[0] == 503]
     assert busy, "the flood should have saturated the hashing threads"
     assert all(error == "temporarily_unavailable" and retry for _, error, retry in busy)
+
+
+def test_a_check_its_cancelled_caller_left_running_ends_without_an_unheeded_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The error of a check that runs on after its caller was cancelled is nobody's to raise:
+    it must not surface later as asyncio's "exception was never retrieved" log."""
+    entered = threading.Event()
+
+    def failing(_: WorkingMemory) -> None:
+        entered.set()
+        time.sleep(0.2)
+        raise ValueError("nobody waits for this")
+
+    with pool_of(threads=1, queue_size=0) as pool:
+
+        async def cancel_while_running() -> None:
+            caller = asyncio.ensure_future(pool.run_async(failing))
+            await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            await asyncio.sleep(0.5)  # the check ends meanwhile
+
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run(cancel_while_running())
+            gc.collect()
+
+        assert pool.run(lambda _: "free again") == "free again"
+    assert "never retrieved" not in caplog.text

@@ -19,9 +19,10 @@ from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.password_grant import password_grant
 from erpauth.oauth.token_endpoint import token_response_body
 from erpauth.storage.models import Company, Operator
-from tests.fast_paths import (
+from tests.fast_paths import (  # noqa: F401 - fresh_key_ring is an autouse fixture
     assert_issued_alike,
     backends_waiting,
+    fresh_key_ring,
     issued_count,
     locked_operator,
     postgres_only,

@@ -17,20 +17,23 @@ import pytest
 from sqlalchemy import Connection, select, text, update
 
 from erpauth.domain.audit import Origin
+from erpauth.oauth import refresh_fast_path
+from erpauth.oauth import refresh_grant as refresh_grant_module
 from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.refresh_grant import refresh_token_grant
 from erpauth.oauth.token_endpoint import token_response_body
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import Company, Operator, RefreshToken
-from tests.fast_paths import (
+from tests.fast_paths import (  # noqa: F401 - fresh_key_ring is an autouse fixture
     assert_issued_alike,
     backends_waiting,
     columns,
+    fresh_key_ring,
     issued_count,
     locked_operator,
     postgres_only,
 )
-from tests.lifecycle import audit_events, refresh, token_pair
+from tests.lifecycle import audit_events, refresh, revoke, token_pair
 from tests.support import TOKEN_PATH, LiveServer, Tenant
 
 USER_AGENT = "fast-path-test/1.0"
@@ -318,3 +321,36 @@ def test_another_companys_client_cannot_refresh_a_token_by_the_fast_path(live: L
     assert live.services.fast_refreshes == before
     assert refused.json()["error"] == "invalid_grant"
     assert _used_at(live, token) is None
+
+
+def test_a_revocation_waiting_for_a_rotation_also_revokes_the_token_it_issued(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client revokes its refresh token while a rotation of it has claimed it and not yet
+    committed: the revocation waits for the claimed row, and must then also find the refresh
+    token that rotation issued, which its first statement was too early to see."""
+    postgres_only(live)
+    tenant = live.tenant()
+    presented = token_pair(live, tenant)["refresh_token"]
+    # The synchronous grant, whose transaction stays open between its inserts and its commit.
+    monkeypatch.setattr(refresh_fast_path, "_decide", lambda *args: None)
+    issue = refresh_grant_module.issue_token_pair
+    revocations: list[Future[httpx.Response]] = []
+
+    with ThreadPoolExecutor(1) as threads, live.services.database.engine.connect() as watch:
+
+        def revocation_waits_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            issued = issue(*args, **kwargs)
+            revocations.append(threads.submit(revoke, live, tenant, presented))
+            backends_waiting(watch, "UPDATE refresh_tokens", count=1)
+            return issued
+
+        monkeypatch.setattr(refresh_grant_module, "issue_token_pair", revocation_waits_meanwhile)
+        rotated = _refresh(live, tenant, presented)
+        [revocation] = revocations
+        assert revocation.result(timeout=30).status_code == 200
+    monkeypatch.undo()
+
+    assert rotated.status_code == 200, rotated.text
+    assert live.me(rotated.json()["access_token"]).status_code == 401
+    assert refresh(live, tenant, rotated.json()["refresh_token"]).status_code == 400

@@ -28,4 +28,3 @@ def test_each_encryption_of_a_secret_matches_it_and_another_secret_never_does() 
     assert box.matches(new_stored, new)
     assert not box.matches(new_stored, old)
     assert box.matches(box.encrypt(old), old)
-

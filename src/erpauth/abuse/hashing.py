@@ -30,6 +30,11 @@ _Job = tuple[Callable[[WorkingMemory], object], Future]
 LINGER_SECONDS = 1.0
 
 
+def _ignore_outcome(waiting: asyncio.Future) -> None:
+    if not waiting.cancelled():
+        waiting.exception()
+
+
 class HashingPool:
     """Runs checks on ``threads`` hashing threads, with ``queue`` more waiting at most.
 
@@ -78,7 +83,10 @@ class HashingPool:
                 raise Saturated(retry_after=2)
             return cast(T, await waiting)
         except asyncio.CancelledError:
-            future.cancel()  # unless a thread has it already: then it finishes, unheeded
+            if not future.cancel():
+                # A thread has it already: it finishes, unheeded, and so does its outcome,
+                # which asyncio would otherwise log as an error nobody retrieved.
+                waiting.add_done_callback(_ignore_outcome)
             raise
 
     def _submit(self, work: Callable[[WorkingMemory], object]) -> Future:

@@ -49,7 +49,7 @@ class RepeatAudit:
                     # A client ID as presented may be made up; only a real one is kept as such.
                     found = session.execute(
                         select(ApiClient.client_id, ApiClient.company_id).where(
-                            ApiClient.client_id == client_id[:36]
+                            ApiClient.client_id == client_id
                         )
                     ).first()
                     if found is None:

@@ -23,7 +23,7 @@ def authenticate_client(
     client = session.scalar(
         select(ApiClient)
         .options(joinedload(ApiClient.company))
-        .where(ApiClient.client_id == client_id[:36])
+        .where(ApiClient.client_id == client_id)
         .limit(1)
     )
     if client is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.domain.audit import Origin
@@ -151,7 +151,7 @@ def find_for_refresh(session: Session, client_id: str, token: str) -> RefreshReq
     other. SQLite takes no row locks; there writers are serialised by the database itself.
     """
     row = session.execute(
-        _FIND_FOR_REFRESH, {"client_id": client_id[:36], "token_hash": sha256_hex(token)}
+        _FIND_FOR_REFRESH, {"client_id": client_id, "token_hash": sha256_hex(token)}
     ).first()
     return RefreshRequest(*row) if row is not None else None
 
@@ -213,24 +213,44 @@ _CLAIM = (
 def revoke_family(session: Session, family_id: str, reason: str) -> RevokedCounts:
     """Revokes every refresh token of the family and every access token issued with them."""
     now = datetime.now(UTC)
-    refresh = session.execute(
+    refresh = _revoke_refresh_tokens(
+        session,
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=reason)
+        .values(revoked_at=now, revoked_reason=reason),
     )
+    # After the refresh tokens: a rotation that was under way has committed by now, and this
+    # statement sees the access token it issued.
     access = session.execute(
         update(AccessToken)
         .where(AccessToken.refresh_family_id == family_id, AccessToken.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
     )
-    return RevokedCounts(int(refresh.rowcount or 0), int(access.rowcount or 0))
+    return RevokedCounts(refresh, int(access.rowcount or 0))
 
 
 def revoke_operator_refresh_tokens(session: Session, operator_id: uuid.UUID, reason: str) -> int:
     """Revokes every refresh token of the operator that is not revoked yet."""
-    result = session.execute(
+    return _revoke_refresh_tokens(
+        session,
         update(RefreshToken)
         .where(RefreshToken.operator_id == operator_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC), revoked_reason=reason)
+        .values(revoked_at=datetime.now(UTC), revoked_reason=reason),
     )
-    return int(result.rowcount or 0)
+
+
+def _revoke_refresh_tokens(session: Session, statement: Update) -> int:
+    """Runs ``statement`` (an update that revokes refresh tokens) until it revokes no more.
+
+    A rotation that has claimed one of these tokens holds its row until it commits; the update
+    waits for it, then revokes the claimed token, but its snapshot, taken before that commit,
+    does not hold the token the rotation issued (PostgreSQL, READ COMMITTED). The next run
+    sees it. Every token revoked here stays locked until this transaction ends, so no further
+    rotation of it can succeed: the runs end once none was under way.
+    """
+    revoked = 0
+    while True:
+        count = int(session.execute(statement).rowcount or 0)
+        revoked += count
+        if count == 0:
+            return revoked

@@ -113,7 +113,7 @@ def authenticate_request_client(
 
     # A wrong secret for a real client ID belongs in that company's trail: someone is guessing.
     company_id = session.scalar(
-        select(ApiClient.company_id).where(ApiClient.client_id == credentials.client_id[:36])
+        select(ApiClient.company_id).where(ApiClient.client_id == credentials.client_id)
     )
     return refuse_client(session, credentials, kind, origin, company_id)
 

@@ -83,7 +83,14 @@ async def raw_connection(services: Services) -> AsyncIterator[psycopg.AsyncConne
     """
     engine = services.database.async_autocommit
     assert engine is not None, "only for databases with an asyncio driver"
-    pooled = await engine.raw_connection()
+    try:
+        pooled = await engine.raw_connection()
+    except psycopg.Error as exc:
+        # The pool hands on the driver's own error when it cannot connect: as SQLAlchemy's
+        # Connection would have raised it, so the database-down handler answers (503).
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=True
+        ) from exc
     driver: psycopg.AsyncConnection[Any] = pooled.driver_connection
     try:
         yield driver

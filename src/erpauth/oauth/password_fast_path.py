@@ -103,7 +103,7 @@ async def password_grant_on_event_loop(
     async with raw_connection(services) as driver:
         cursor = await driver.execute(
             _FIND_CANDIDATE,
-            {"client_id": credentials.client_id[:36], "email_key": email_key(username)},
+            {"client_id": credentials.client_id, "email_key": email_key(username)},
         )
         row = await cursor.fetchone()
     found = _Found(*row) if row is not None else None

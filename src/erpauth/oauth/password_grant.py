@@ -147,7 +147,7 @@ def _find_candidate(
     with services.database.autocommit.connect() as connection:
         found = connection.execute(
             _CANDIDATE,
-            {"client_id": credentials.client_id[:36], "email_key": email_key(username)},
+            {"client_id": credentials.client_id, "email_key": email_key(username)},
         ).first()
 
     if found is None:

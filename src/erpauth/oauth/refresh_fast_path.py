@@ -189,7 +189,7 @@ async def _refresh(
     """The two statements: the read, then, if the refresh may go ahead, the write."""
     read = await driver.execute(
         _FIND_FOR_REFRESH,
-        {"client_id": credentials.client_id[:36], "token_hash": sha256_hex(presented)},
+        {"client_id": credentials.client_id, "token_hash": sha256_hex(presented)},
     )
     rotation = _decide(await read.fetchone(), services, credentials, requested_scope, origin)
     if rotation is None:
