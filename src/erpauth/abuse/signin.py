@@ -15,6 +15,9 @@ Use, for each attempt::
     counted = guard.check(attempt)              # raises Throttled while locked or delayed
     ok = guard.verify(attempt, password_hash, password)  # bounded; raises Saturated
     guard.record(attempt, ok, counted)          # raises Throttled when this failure locks
+
+or, on the event loop, ``counted, ok = await guard.check_and_verify(...)`` and
+``await guard.record_async(...)``.
 """
 
 import time
