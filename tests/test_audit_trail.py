@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
+from erpauth.domain.operators import create_and_audit_operator, find_operator
 from erpauth.logs import JsonFormatter
-from erpauth.storage.models import AuditEvent
+from erpauth.storage.models import AuditEvent, Company
 from tests.support import TOKEN_PATH, LiveServer, Operator, Tenant
 
 
@@ -228,3 +230,60 @@ def test_an_unknown_client_id_is_audited_with_the_id_it_tried(live: LiveServer) 
     assert refused.status_code == 401
     tried = [row for row in rows if row.detail.get("attempted_client_id") == made_up]
     assert [(row.outcome, row.detail["reason"]) for row in tried] == [("refused", "invalid_client")]
+
+
+def test_an_operator_and_its_create_event_are_committed_together(live: LiveServer) -> None:
+    tenant = live.tenant()
+    email = f"together.{tenant.code.lower()}@example.com"
+    origin = Origin(ip_address="192.0.2.7", user_agent="test")
+
+    def create(session: Session) -> None:
+        create_and_audit_operator(
+            session,
+            live.services.hasher,
+            session.get(Company, tenant.company_id),
+            origin,
+            email=email,
+            password="a long enough password 1",
+            api_permission=True,
+            actor_id=tenant.admin.id,
+            detail={"via": "test"},
+        )
+
+    with pytest.raises(RuntimeError), live.services.database.session() as session:
+        create(session)
+        raise RuntimeError("the rest of the change failed")
+    with live.services.database.session() as session:
+        assert find_operator(session, email) is None
+    assert not [e for e in company_events(live, tenant) if e.kind == "operator.create"]
+
+    with live.services.database.session() as session:
+        create(session)
+    with live.services.database.session() as session:
+        operator_id = find_operator(session, email).id
+    assert [
+        (e.kind, e.outcome, e.actor_id, e.operator_id, e.ip_address, e.user_agent, e.detail)
+        for e in company_events(live, tenant)
+        if e.kind == "operator.create"
+    ] == [
+        (
+            "operator.create",
+            "success",
+            tenant.admin.id,
+            operator_id,
+            "192.0.2.7",
+            "test",
+            {"via": "test"},
+        )
+    ]
+
+
+def company_events(live: LiveServer, tenant: Tenant) -> list[AuditEvent]:
+    with live.services.database.session() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.company_id == tenant.company_id)
+                .order_by(AuditEvent.id)
+            )
+        )

@@ -317,3 +317,88 @@ def test_serve_keeps_the_hashing_threads_it_is_given(monkeypatch: pytest.MonkeyP
     share_cores_for_hashing(4)
 
     assert Settings().hashing_concurrency == 3
+
+
+def test_demo_cli_and_users_page_record_the_same_operator_create_event(
+    data_dir: Path, database_url: str
+) -> None:
+    """The three ways an operator is made each leave one ``operator.create`` event, each with
+    the actor and details it always had."""
+    from sqlalchemy import select
+
+    from erpauth.domain.operators import find_operator
+    from erpauth.services import build_services
+    from erpauth.storage.models import AuditEvent
+    from tests.web_support import Browser, new_password_on
+
+    demo = erpauth(data_dir, database_url, "init", "--demo")
+    code = "OPS" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "Ops", "--code", code)
+    admin = erpauth(
+        data_dir,
+        database_url,
+        "operator-create",
+        "--company",
+        code,
+        "--email",
+        f"admin@{code}.example",
+        "--admin",
+    )
+    web_email = f"web@{code}.example"
+    with live_server(make_settings(data_dir, database_url)) as server, Browser(server) as browser:
+        assert browser.sign_in(admin["email"], admin["password"]).status_code == 303
+        created = browser.post("/users", {"email": web_email, "api_permission": "on"})
+        agent = browser.http.headers["user-agent"]
+    assert new_password_on(created.text) is not None, created.text
+
+    services = build_services(make_settings(data_dir, database_url))
+    with services.database.session() as session:
+        made = {
+            name: find_operator(session, email)
+            for name, email in [
+                ("demo", demo["admin_username"]),
+                ("cli", admin["email"]),
+                ("web", web_email),
+            ]
+        }
+        events = {
+            name: session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.operator_id == operator.id, AuditEvent.kind.like("operator.%")
+                )
+            ).all()
+            for name, operator in made.items()
+        }
+        seen = {
+            name: [
+                (
+                    event.kind,
+                    event.outcome,
+                    event.company_id == made[name].company_id,
+                    event.actor_id,
+                    event.ip_address,
+                    event.user_agent,
+                    event.detail,
+                )
+                for event in found
+            ]
+            for name, found in events.items()
+        }
+    services.close()
+
+    assert {kind for found in seen.values() for kind, *_ in found} == {"operator.create"}
+    assert seen == {
+        "demo": [("operator.create", "success", True, None, None, "erpauth-cli", {"demo": True})],
+        "cli": [("operator.create", "success", True, None, None, "erpauth-cli", {})],
+        "web": [
+            (
+                "operator.create",
+                "success",
+                True,
+                made["cli"].id,
+                "127.0.0.1",
+                agent,
+                {"system_admin": False, "api_permission": True},
+            )
+        ],
+    }

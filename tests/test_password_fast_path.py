@@ -12,13 +12,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import argon2
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 
 from erpauth.domain.audit import Origin
 from erpauth.oauth.client_auth import ClientCredentials
+from erpauth.oauth.errors import InvalidClient
 from erpauth.oauth.password_grant import password_grant
 from erpauth.oauth.token_endpoint import token_response_body
-from erpauth.storage.models import Company, Operator
+from erpauth.storage.models import AuditEvent, Company, Operator
 from tests.fast_paths import (  # noqa: F401 - fresh_key_ring is an autouse fixture
     assert_issued_alike,
     backends_waiting,
@@ -234,3 +235,88 @@ def test_a_connection_killed_mid_grant_answers_503_and_writes_nothing(live: Live
 
 def _on_postgres(live: LiveServer) -> bool:
     return live.settings.resolved_database_url().startswith("postgresql")
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+@pytest.mark.parametrize("client", ["wrong_secret", "unknown_client"])
+def test_a_wrong_client_is_refused_as_the_synchronous_grant_refuses_it_reading_it_once(
+    live: LiveServer, caplog: pytest.LogCaptureFixture, client: str, method: str
+) -> None:
+    """On PostgreSQL the fast path refuses it itself; on SQLite the synchronous grant does.
+    Either way the answer, the audit event and the log line are the synchronous grant's, and
+    the client is read once: by the fast path's read alone, or by the grant's."""
+    tenant = live.tenant()
+    client_id = tenant.client_id if client == "wrong_secret" else f"unknown-{tenant.code}"
+    credentials = ClientCredentials(client_id, "not-the-secret", method)
+    origin = Origin(ip_address="127.0.0.1", user_agent=USER_AGENT)
+    form = _form(tenant)  # the right password: no password is checked or counted either way
+    postgres = live.settings.resolved_database_url().startswith("postgresql")
+    before = live.services.fast_password_grants
+
+    client_reads: list[str] = []
+
+    def count_client_reads(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM api_clients" in statement:
+            client_reads.append(statement)
+
+    with caplog.at_level(logging.INFO, logger="erpauth.security"):
+        event.listen(live.services.database.engine, "before_cursor_execute", count_client_reads)
+        try:
+            with live.client() as http:
+                if method == "client_secret_basic":
+                    answer = http.post(
+                        TOKEN_PATH,
+                        auth=(client_id, credentials.client_secret),
+                        headers={"User-Agent": USER_AGENT},
+                        data=form,
+                    )
+                else:
+                    answer = http.post(
+                        TOKEN_PATH,
+                        headers={"User-Agent": USER_AGENT},
+                        data={**form, "client_id": client_id, "client_secret": "not-the-secret"},
+                    )
+        finally:
+            event.remove(live.services.database.engine, "before_cursor_execute", count_client_reads)
+        # The synchronous grant itself, as SQLite and every fallback run it.
+        with pytest.raises(InvalidClient) as slow:
+            password_grant(live.services, credentials, form, origin)
+
+    assert (answer.status_code, answer.json()) == (slow.value.status_code, slow.value.body())
+    assert answer.headers.get("WWW-Authenticate") == slow.value.headers.get("WWW-Authenticate")
+    assert ("WWW-Authenticate" in answer.headers) == (method == "client_secret_basic")
+    # On PostgreSQL the one read was the fast path's, on its own connection.
+    assert len(client_reads) == (0 if postgres else 1), client_reads
+    assert live.services.fast_password_grants == before
+
+    fast_event, slow_event = refusal_events(live, client_id)
+    assert fast_event == slow_event
+    assert fast_event["company_id"] == (tenant.company_id if client == "wrong_secret" else None)
+    assert fast_event["detail"] == {"reason": "invalid_client", "attempted_client_id": client_id}
+    fast_line, slow_line = [
+        record.fields
+        for record in caplog.records
+        if record.getMessage() == "token.issue refused"
+        and record.fields.get("attempted_client_id") == client_id
+    ]
+    assert fast_line == slow_line
+
+
+def refusal_events(live: LiveServer, client_id: str) -> list[dict[str, object]]:
+    """The refused token.issue events that name this client ID, without id and time."""
+    with live.services.database.session() as session:
+        events = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.kind == "token.issue", AuditEvent.outcome == "refused")
+            .order_by(AuditEvent.id.desc())
+            .limit(200)
+        ).all()
+        return [
+            {
+                column.key: getattr(row, column.key)
+                for column in row.__table__.columns
+                if column.key not in ("id", "occurred_at")
+            }
+            for row in reversed(events)
+            if row.detail.get("attempted_client_id") == client_id
+        ]

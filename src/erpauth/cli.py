@@ -21,7 +21,7 @@ from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import create_company, get_company, set_api_enabled, set_token_policy
 from erpauth.domain.errors import DomainError
 from erpauth.domain.operators import (
-    create_operator,
+    create_and_audit_operator,
     force_password_change,
     get_operator,
     set_active,
@@ -287,23 +287,16 @@ def _operator_create(args: argparse.Namespace, services: Services) -> dict[str, 
     password = args.password or new_password()
     with services.database.session() as session:
         company = get_company(session, args.company)
-        operator = create_operator(
+        operator = create_and_audit_operator(
             session,
             services.hasher,
             company,
+            Origin.cli(),
             email=args.email,
             password=password,
             display_name=args.name,
             is_system_admin=args.admin,
             api_permission=args.api,
-        )
-        audit.record(
-            session,
-            "operator.create",
-            "success",
-            Origin.cli(),
-            company_id=company.id,
-            operator_id=operator.id,
         )
         view = _operator_view(operator)
     if not args.password:

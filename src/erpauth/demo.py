@@ -8,7 +8,7 @@ from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import account_code_key, create_company
-from erpauth.domain.operators import create_operator, find_operator
+from erpauth.domain.operators import create_and_audit_operator, find_operator
 from erpauth.services import Services
 from erpauth.storage.models import Company
 
@@ -62,24 +62,17 @@ def ensure_demo(services: Services) -> DemoCredentials:
         for email, password, name, is_admin in accounts:
             operator = find_operator(session, email)
             if operator is None:
-                created = create_operator(
+                create_and_audit_operator(
                     session,
                     services.hasher,
                     company,
+                    Origin.cli(),
                     email=email,
                     password=password,
                     display_name=name,
                     is_system_admin=is_admin,
                     api_permission=True,
-                )
-                audit.record(
-                    session,
-                    "operator.create",
-                    "success",
-                    Origin.cli(),
-                    company_id=company.id,
-                    operator_id=created.id,
-                    demo=True,
+                    detail={"demo": True},
                 )
                 current[email] = password
             else:

@@ -2,11 +2,15 @@
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from erpauth.domain import audit
+from erpauth.domain.audit import Origin
 from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.domain.refresh_tokens import revoke_operator_refresh_tokens
 from erpauth.domain.tokens import revoke_operator_tokens
@@ -64,6 +68,50 @@ def create_operator(
     )
     session.add(operator)
     session.flush()
+    return operator
+
+
+def create_and_audit_operator(
+    session: Session,
+    hasher: PasswordHasher,
+    company: Company,
+    origin: Origin,
+    *,
+    email: str,
+    password: str,
+    display_name: str | None = None,
+    is_system_admin: bool = False,
+    api_permission: bool = False,
+    actor_id: uuid.UUID | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> Operator:
+    """``create_operator``, and its ``operator.create`` audit event (with its log line) in the
+    same session, so both are committed together or not at all.
+
+    ``actor_id`` is the operator who created it (None from the command line); ``detail`` goes
+    into the event as it is. The demo set-up, ``erpauth operator-create`` and the Users page
+    all create operators through here.
+    """
+    operator = create_operator(
+        session,
+        hasher,
+        company,
+        email=email,
+        password=password,
+        display_name=display_name,
+        is_system_admin=is_system_admin,
+        api_permission=api_permission,
+    )
+    audit.record(
+        session,
+        "operator.create",
+        "success",
+        origin,
+        company_id=company.id,
+        actor_id=actor_id,
+        operator_id=operator.id,
+        **(detail or {}),
+    )
     return operator
 
 

@@ -16,9 +16,12 @@ does the rest itself, on the psycopg connection under a pooled asyncio connectio
    statement writes nothing) or waits and then revokes these tokens too, as
    ``password_grant`` explains.
 
-Anything else goes to the synchronous grant on a worker thread: before the password check
-(an unknown client, a wrong secret, a closed license), the whole grant, which answers and
-records as ever; after it (a wrong password, a refusal, a hash to upgrade, a change found by
+An unknown client or a wrong secret is refused right after the read, by the synchronous
+grant's own functions (``client_refused``, ``refuse_wrong_client``: the same comparisons, the
+same answer, audit event and log line), which write the record on a worker thread without
+reading the client again. Anything else goes to the synchronous grant on a worker thread:
+before the password check (a closed license), the whole grant, which answers and records as
+ever; after it (a wrong password, a refusal, a hash to upgrade, a change found by
 the statement), the grant's second half (``finish_grant``), with the check's outcome, so
 that no password is checked or counted twice.
 """
@@ -32,7 +35,6 @@ from starlette.concurrency import run_in_threadpool
 
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.clients import secret_matches
 from erpauth.domain.operators import email_key
 from erpauth.domain.refresh_tokens import new_family_id, new_refresh_token
 from erpauth.domain.tokens import IssuedAccessToken, access_token_row
@@ -40,9 +42,11 @@ from erpauth.oauth.client_auth import ClientCredentials
 from erpauth.oauth.fast_path import raw_connection, token_insert_params, token_inserts
 from erpauth.oauth.password_grant import (
     Candidate,
+    client_refused,
     finish_grant,
     password_grant,
     read_password_form,
+    refuse_wrong_client,
     sign_in_attempt,
 )
 from erpauth.services import Services
@@ -107,11 +111,15 @@ async def password_grant_on_event_loop(
         )
         row = await cursor.fetchone()
     found = _Found(*row) if row is not None else None
-    if (
-        found is None
-        or not secret_matches(services.box, found, credentials.client_secret)
-        or not found.api_enabled
-    ):
+    if client_refused(services.box, found, credentials.client_secret):
+        # An unknown client or a wrong secret: refused here, by the synchronous grant's own
+        # check and refusal, without reading the client again; the record on a worker thread.
+        company_id = None if found is None else found.company_id
+        raise await run_in_threadpool(
+            refuse_wrong_client, services, credentials, origin, company_id
+        )
+    assert found is not None
+    if not found.api_enabled:
         # Refused before any password is checked: the synchronous grant answers and records.
         return await run_in_threadpool(password_grant, services, credentials, form, origin)
 

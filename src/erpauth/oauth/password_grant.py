@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 from erpauth.abuse import SignInAttempt
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
-from erpauth.domain.clients import compare_with_no_client, secret_matches
+from erpauth.domain.clients import ClientSecrets, compare_with_no_client, secret_matches
 from erpauth.domain.operators import email_key
 from erpauth.domain.refresh_tokens import issue_token_pair, new_family_id
 from erpauth.domain.tokens import IssuedAccessToken
 from erpauth.oauth.client_auth import ClientCredentials, refuse_client
 from erpauth.oauth.errors import InvalidGrant, InvalidRequest, OAuthError
 from erpauth.oauth.scope import parse_scope
+from erpauth.security.secrets import SecretBox
 from erpauth.services import Services
 from erpauth.storage.models import ApiClient, Company, Operator
 
@@ -150,11 +151,10 @@ def _find_candidate(
             {"client_id": credentials.client_id, "email_key": email_key(username)},
         ).first()
 
-    if found is None:
-        compare_with_no_client(credentials.client_secret)
-        return _refused(services, credentials, origin, None)
-    if not secret_matches(services.box, found, credentials.client_secret):
-        return _refused(services, credentials, origin, found.company_id)
+    if client_refused(services.box, found, credentials.client_secret):
+        company_id = None if found is None else found.company_id
+        return refuse_wrong_client(services, credentials, origin, company_id)
+    assert found is not None
 
     if not found.api_enabled:
         with services.database.session() as session:
@@ -172,12 +172,26 @@ def _find_candidate(
     return Candidate.of(found, services)
 
 
-def _refused(
+def client_refused(box: SecretBox, found: ClientSecrets | None, client_secret: str) -> bool:
+    """Whether the first read refuses the client: no client with that ID (``found`` is None)
+    or a wrong secret. An unknown ID costs the comparisons a wrong secret costs, so the time
+    taken does not tell whether the ID exists. This grant and its fast path on PostgreSQL
+    (password_fast_path) both decide here, on a row of their own first read."""
+    if found is None:
+        compare_with_no_client(client_secret)
+        return True
+    return not secret_matches(box, found, client_secret)
+
+
+def refuse_wrong_client(
     services: Services,
     credentials: ClientCredentials,
     origin: Origin,
     company_id: uuid.UUID | None,
 ) -> OAuthError:
+    """Records the refused client authentication, in a session of its own, in the trail of the
+    company whose client ID was named (if any), and returns the invalid_client error; for this
+    grant and its fast path alike, so both answer, record and log the same."""
     with services.database.session() as session:
         return refuse_client(session, credentials, "token.issue", origin, company_id)
 

@@ -10,7 +10,12 @@ from sqlalchemy.orm import Session
 
 from erpauth.domain import audit, operators
 from erpauth.domain.errors import DomainError, NotFound
-from erpauth.domain.operators import create_operator, find_operator, set_active, set_api_permission
+from erpauth.domain.operators import (
+    create_and_audit_operator,
+    find_operator,
+    set_active,
+    set_api_permission,
+)
 from erpauth.domain.sessions import company_operator, count_sessions
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import new_password
@@ -139,26 +144,21 @@ def _create_unless_exists(
     """The new operator's e-mail, or None when one with that e-mail exists already."""
     if find_operator(session, typed["email"]) is not None:
         return None
-    operator = create_operator(
+    operator = create_and_audit_operator(
         session,
         services_of(request).hasher,
         session.get(Company, viewer.company_id),
+        origin_of(request),
         email=typed["email"],
         password=password,
         display_name=typed["display_name"] or None,
         is_system_admin=typed["is_system_admin"],
         api_permission=typed["api_permission"],
-    )
-    audit.record(
-        session,
-        "operator.create",
-        "success",
-        origin_of(request),
-        company_id=viewer.company_id,
         actor_id=viewer.operator_id,
-        operator_id=operator.id,
-        system_admin=operator.is_system_admin,
-        api_permission=operator.api_permission,
+        detail={
+            "system_admin": typed["is_system_admin"],
+            "api_permission": typed["api_permission"],
+        },
     )
     return operator.email
 
