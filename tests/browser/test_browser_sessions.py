@@ -1,4 +1,5 @@
-"""In a real browser: sessions and tokens revoked, passwords changed, the audit trail filtered."""
+"""In a real browser: sessions and tokens revoked, passwords changed, the audit trail filtered,
+error pages."""
 
 import httpx
 from playwright.sync_api import Browser, Page, expect
@@ -139,3 +140,24 @@ def test_admin_filters_the_audit_trail_with_the_keyboard(page: Page, web: LiveSe
     expect(page.get_by_label("Event", exact=True)).to_have_value("token.issue")
     page.get_by_role("link", name="Clear").click()
     expect(page.get_by_label("Event", exact=True)).to_have_value("")
+
+
+def test_a_mistyped_address_shows_the_404_page_with_the_way_back(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    signed_out = page.goto("/authentication/v1/mee")
+    assert signed_out is not None and signed_out.status == 404
+    expect(page.get_by_role("heading", name="Not Found")).to_be_visible()
+    expect(page.get_by_text("There is no page at this address.")).to_be_visible()
+    expect(page.get_by_role("link", name="Go to sign-in")).to_be_visible()
+
+    sign_in(page, tenant.operator)
+    for address in ("/no-such-address", "/settings/no-such-page"):
+        signed_in = page.goto(address)
+        assert signed_in is not None and signed_in.status == 404
+        expect(page.get_by_role("heading", name="Not Found")).to_be_visible()
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        expect(page.get_by_role("link", name="Go to sign-in")).to_have_count(0)
+    page.get_by_role("link", name="Go to Home").click()
+    page.wait_for_url("**/home")
