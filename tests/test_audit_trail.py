@@ -3,16 +3,17 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
-from erpauth.domain.audit import Origin
+from erpauth.domain.audit import Origin, Position
 from erpauth.domain.operators import create_and_audit_operator, find_operator
 from erpauth.logs import JsonFormatter
 from erpauth.storage.models import AuditEvent, Company
@@ -71,6 +72,70 @@ def test_list_events_filters_by_kind_operator_and_time(live: LiveServer) -> None
     assert "test.old" not in {e.kind for e in recent}
     assert [e.kind for e in older] == ["test.old"]
     assert len(one) == 1
+
+
+def test_list_events_pages_by_position_in_both_directions(live: LiveServer) -> None:
+    tenant = live.tenant()
+    at = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    # Two events share a time: the id decides between them.
+    for minutes, kind in [(1, "test.a"), (2, "test.b"), (2, "test.c"), (3, "test.d")]:
+        add_event(live, tenant, kind, at + timedelta(minutes=minutes))
+
+    with live.services.database.session() as session:
+
+        def kinds(
+            before: Position | None = None, after: Position | None = None, limit: int = 100
+        ) -> list[str]:
+            events = audit.list_events(
+                session, tenant.company_id, since=at, limit=limit, before=before, after=after
+            )
+            return [event.kind for event in events]
+
+        everything = audit.list_events(session, tenant.company_id, since=at)
+        c = Position.of(next(e for e in everything if e.kind == "test.c"))
+        b = Position.of(next(e for e in everything if e.kind == "test.b"))
+        assert kinds() == ["test.d", "test.c", "test.b", "test.a"]
+        assert kinds(before=c) == ["test.b", "test.a"]
+        assert kinds(before=b) == ["test.a"]
+        assert kinds(after=b) == ["test.d", "test.c"]
+        assert kinds(after=c, limit=1) == ["test.d"]
+        assert kinds(after=Position(at, 0), limit=2) == ["test.b", "test.a"], "the nearest two"
+        assert kinds(before=c, limit=1) == ["test.b"]
+
+
+def explained(live: LiveServer, backend: str, statement: Select[tuple[AuditEvent]]) -> str:
+    engine = live.services.database.engine
+    query = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    with engine.begin() as connection:
+        if backend == "sqlite":
+            rows = connection.execute(text(f"EXPLAIN QUERY PLAN {query}")).all()
+            return "\n".join(str(row[-1]) for row in rows)
+        # The test tables are small enough for a sequential scan and a sort to be cheapest;
+        # forbid both, and see whether an index serves the range and the order.
+        connection.execute(text("SET LOCAL enable_seqscan = off"))
+        connection.execute(text("SET LOCAL enable_sort = off"))
+        rows = connection.execute(text(f"EXPLAIN {query}")).all()
+        return "\n".join(str(row[0]) for row in rows)
+
+
+@pytest.mark.parametrize("direction", ["before", "after"])
+def test_a_page_of_events_is_read_from_the_index_on_company_and_time(
+    live: LiveServer, backend: str, direction: str
+) -> None:
+    tenant = live.tenant()
+    position = Position(datetime(2025, 3, 1, tzinfo=UTC), 1234)
+    statement = audit.events_statement(tenant.company_id, **{direction: position}).limit(51)
+
+    plan = explained(live, backend, statement)
+
+    assert "ix_audit_events_company_time" in plan, plan
+    if backend == "sqlite":
+        assert "TEMP B-TREE" not in plan, plan  # the index gives the order, ties by rowid
+    else:
+        assert "Index Cond: ((company_id = " in plan and "occurred_at" in plan, plan
+        # Only the events of one time are sorted by id (Incremental Sort), never the trail.
+        sorts = [line for line in plan.splitlines() if re.match(r"\s*(->\s+)?Sort\s+\(", line)]
+        assert sorts == [], plan
 
 
 def test_audit_export_writes_json_lines_filtered_by_company_kind_and_time(

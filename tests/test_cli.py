@@ -176,7 +176,7 @@ def test_cli_errors_are_reported_as_json_with_a_nonzero_exit(
     )
     missing = erpauth(data_dir, database_url, "operator-grant-api", "nobody@x.example", check=False)
 
-    assert "exists already" in again["error"]
+    assert again["error"] == f"a company with account code {code} exists already"
     assert "no operator" in missing["error"]
 
 
@@ -198,7 +198,11 @@ def test_account_codes_are_one_company_whatever_their_case(
         data_dir, database_url, "company-create", "--name", "E", "--code", code + "\n", check=False
     )
 
-    assert "exists already" in again["error"]
+    # The company that has the code is named by its code as stored, the clash explained.
+    assert again["error"] == (
+        f"a company with account code {code} exists already; account codes are matched "
+        f"whatever their case, so {code.upper()} is the same code"
+    )
     assert "account code must be" in newline["error"]
     assert found["client_id"] == created["client_id"]
     assert created["account_code"] == code  # shown as it was typed at creation

@@ -1,10 +1,14 @@
-"""In a real browser: sessions and tokens revoked, passwords changed, the audit trail filtered."""
+"""In a real browser: sessions and tokens revoked, passwords changed, the audit trail filtered,
+error pages."""
+
+from datetime import UTC, datetime
 
 import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import new_context, sign_in
 from tests.support import LiveServer
+from tests.test_web_audit import long_history
 
 
 def me(web: LiveServer, token: str) -> int:
@@ -139,3 +143,51 @@ def test_admin_filters_the_audit_trail_with_the_keyboard(page: Page, web: LiveSe
     expect(page.get_by_label("Event", exact=True)).to_have_value("token.issue")
     page.get_by_role("link", name="Clear").click()
     expect(page.get_by_label("Event", exact=True)).to_have_value("")
+
+
+def test_admin_pages_through_the_audit_trail_and_back(page: Page, web: LiveServer) -> None:
+    tenant = web.tenant()
+    long_history(web, tenant, 120, newest=datetime(2025, 5, 1, tzinfo=UTC))
+    sign_in(page, tenant.admin)
+    page.goto("/audit")
+    page.get_by_label("Event", exact=True).select_option("policy.change")
+    page.get_by_role("button", name="Apply filters").click()
+    rows = page.locator("#events tbody tr")
+    pager = page.get_by_role("navigation", name="Pages of events")
+
+    expect(rows.first).to_contain_text("step-0000")
+    expect(pager.get_by_role("link", name="Newer events")).to_have_count(0)
+    pager.get_by_role("link", name="Older events").click()
+    expect(rows.first).to_contain_text("step-0050")
+    pager.get_by_role("link", name="Older events").click()
+    expect(rows).to_have_count(20)
+    expect(rows.last).to_contain_text("step-0119")
+    expect(pager.get_by_role("link", name="Older events")).to_have_count(0)
+    expect(page.get_by_label("Event", exact=True)).to_have_value("policy.change")
+    pager.get_by_role("link", name="Newer events").click()
+    expect(rows.first).to_contain_text("step-0050")
+    expect(rows.last).to_contain_text("step-0099")
+    pager.get_by_role("link", name="Newest events").click()
+    expect(rows.first).to_contain_text("step-0000")
+    expect(rows).to_have_count(50)
+
+
+def test_a_mistyped_address_shows_the_404_page_with_the_way_back(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    signed_out = page.goto("/authentication/v1/mee")
+    assert signed_out is not None and signed_out.status == 404
+    expect(page.get_by_role("heading", name="Not Found")).to_be_visible()
+    expect(page.get_by_text("There is no page at this address.")).to_be_visible()
+    expect(page.get_by_role("link", name="Go to sign-in")).to_be_visible()
+
+    sign_in(page, tenant.operator)
+    for address in ("/no-such-address", "/settings/no-such-page"):
+        signed_in = page.goto(address)
+        assert signed_in is not None and signed_in.status == 404
+        expect(page.get_by_role("heading", name="Not Found")).to_be_visible()
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+        expect(page.get_by_role("link", name="Go to sign-in")).to_have_count(0)
+    page.get_by_role("link", name="Go to Home").click()
+    page.wait_for_url("**/home")

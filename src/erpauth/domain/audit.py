@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from erpauth.storage.models import AuditEvent, utcnow
@@ -123,7 +123,20 @@ def log_event(
     log.info("%s %s", kind, outcome, extra={"fields": fields})
 
 
+# The most events one call of list_events returns; pages go further with ``before``.
 MAX_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an event stands in the trail: by time, and by id among events of the same time."""
+
+    occurred_at: datetime
+    id: int
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> "Position":
+        return cls(event.occurred_at, event.id)
 
 
 def list_events(
@@ -134,11 +147,48 @@ def list_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
+    *,
+    before: Position | None = None,
+    after: Position | None = None,
 ) -> list[AuditEvent]:
-    """One company's events, newest first; ``since`` is inclusive and ``until`` exclusive."""
+    """One company's events, newest first; ``since`` is inclusive and ``until`` exclusive.
+
+    ``before`` keeps the events older than a position: the next page of an older one, however
+    far back (keyset paging, no offset). ``after`` keeps the events newer than a position and
+    returns the ``limit`` nearest to it, still newest first: the page before.
+    """
+    statement = events_statement(company_id, kind, operator_id, since, until, before, after)
+    events = list(session.scalars(statement.limit(max(1, min(limit, MAX_EVENTS)))))
+    return events[::-1] if after is not None else events
+
+
+def events_statement(
+    company_id: uuid.UUID,
+    kind: str | None = None,
+    operator_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: Position | None = None,
+    after: Position | None = None,
+) -> Select[tuple[AuditEvent]]:
+    """The query of ``list_events``, without its limit.
+
+    The time bound of a position is written on its own (``occurred_at <= t``) beside the
+    comparison of ids among equal times, so that both databases walk the index on
+    (company_id, occurred_at) from the position on and read only about a page of it.
+    """
     statement = _filtered(company_id, kind, operator_id, since, until)
-    statement = statement.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
-    return list(session.scalars(statement.limit(max(1, min(limit, MAX_EVENTS)))))
+    at, event_id = AuditEvent.occurred_at, AuditEvent.id
+    if before is not None:
+        statement = statement.where(
+            at <= before.occurred_at, or_(at < before.occurred_at, event_id < before.id)
+        )
+    if after is not None:
+        statement = statement.where(
+            at >= after.occurred_at, or_(at > after.occurred_at, event_id > after.id)
+        )
+        return statement.order_by(at.asc(), event_id.asc())
+    return statement.order_by(at.desc(), event_id.desc())
 
 
 def export_events(

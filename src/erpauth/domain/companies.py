@@ -35,8 +35,9 @@ def create_company(
     if not ACCOUNT_CODE.match(account_code):
         raise DomainError("the account code must be 1 to 64 letters, digits, '.', '_' or '-'")
     key = account_code_key(account_code)
-    if session.scalar(select(Company.account_code).where(Company.account_code_key == key)):
-        raise Conflict(f"a company with account code {account_code!r} exists already")
+    existing = session.scalar(select(Company.account_code).where(Company.account_code_key == key))
+    if existing is not None:
+        raise Conflict(code_taken(existing, account_code))
     check_token_policy(token_expiry_hours, call_limit_per_minute)
 
     now = datetime.now(UTC)
@@ -70,6 +71,15 @@ def check_token_policy(token_expiry_hours: int, call_limit_per_minute: int) -> N
         )
     if not 1 <= call_limit_per_minute <= MAX_CALL_LIMIT:
         raise DomainError(f"the call limit must be 1 to {MAX_CALL_LIMIT} calls per minute")
+
+
+def code_taken(existing: str, typed: str) -> str:
+    """Why a new company cannot have the code typed: named as the company that has it stores
+    it. Both match ACCOUNT_CODE, so neither needs quoting."""
+    message = f"a company with account code {existing} exists already"
+    if existing != typed:
+        message += f"; account codes are matched whatever their case, so {typed} is the same code"
+    return message
 
 
 def account_code_key(account_code: str) -> str:

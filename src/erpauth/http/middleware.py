@@ -1,7 +1,7 @@
 """ASGI middleware: body size limit, letter-case-insensitive paths, HEAD, security headers."""
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,15 +35,15 @@ async def _send(send: Send, status: int, payload: bytes, content_type: bytes) ->
 class BodyLimitMiddleware:
     """Refuses request bodies above a size, whether announced or streamed.
 
-    ``page_for`` may give an HTML page for the refusal on a path (the web application's);
-    every other path gets the JSON error of the API.
+    ``page_for`` may give an HTML page for the refusal of a request (one for a path of the web
+    application); every other request gets the JSON error of the API.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         max_bytes: int,
-        page_for: Callable[[str], bytes | None] | None = None,
+        page_for: Callable[[Scope], Awaitable[bytes | None]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -84,7 +84,7 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        page = self.page_for(scope["path"]) if self.page_for else None
+        page = await self.page_for(scope) if self.page_for else None
         if page is not None:
             await _send(send, 413, page, b"text/html; charset=utf-8")
             return

@@ -64,6 +64,8 @@ def current_viewer(request: Request) -> Viewer | None:
     """The signed-in operator, or None; an expired session is ended on the way."""
     services = services_of(request)
     session_id = session_id_of(request)
+    # Read once per request: an error page shown after this knows who is signed in.
+    request.state.viewer = None
     if not session_id:
         return None
 

@@ -2,21 +2,27 @@
 
 Events are read with ``erpauth.domain.audit.list_events``, which never returns another
 company's events. No event holds a password, secret or token, so none can be shown here.
+
+Pages are found by position, not by counting: "Older events" asks for the events before the
+last one shown (``before=<time>,<id>``), "Newer events" for those after the first one shown
+(``after=…``), so every matching event can be reached, however many there are, and each page
+costs the same to read.
 """
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from erpauth.domain.audit import MAX_EVENTS, list_events
+from erpauth.domain.audit import Position, list_events
 from erpauth.storage.models import AuditEvent, Operator
 from erpauth.web.access import SystemAdmin, Viewer, services_of
 from erpauth.web.render import page
@@ -25,7 +31,15 @@ router = APIRouter(include_in_schema=False)
 
 AUDIT = "/audit"
 PAGE_SIZE = 50
-LAST_PAGE = MAX_EVENTS // PAGE_SIZE
+# A position in a link: the event's time in UTC to the microsecond, and its id.
+CURSOR = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6})Z,([0-9]{1,18})"
+)
+CURSOR_LAYOUT = "%Y-%m-%dT%H:%M:%S.%f"
+BAD_CURSOR = (
+    "This link to older or newer events is not valid. "
+    "Apply the filters again to start from the newest events."
+)
 # What a typed time may look like: a date, or the date and time of <input type=datetime-local>.
 PERIODS = (
     ("%Y-%m-%d", timedelta(days=1)),
@@ -68,20 +82,24 @@ class Filters:
     operator: str = ""
     since: str = ""
     until: str = ""
-    page: int = 1
     kind_value: str | None = None
     operator_id: uuid.UUID | None = None
     since_value: datetime | None = None
     until_value: datetime | None = None
+    before: Position | None = None
+    after: Position | None = None
     problems: dict[str, str] = field(default_factory=dict)
 
-    def query(self, page: int) -> str:
+    def query(self, *, before: Position | None = None, after: Position | None = None) -> str:
+        """The page's address with the same filters, from a position on (or the newest)."""
         typed = {"kind": self.kind, "operator": self.operator}
         typed |= {"since": self.since, "until": self.until}
         wanted = {key: value for key, value in typed.items() if value}
-        if page > 1:
-            wanted["page"] = str(page)
-        return f"{AUDIT}?{urlencode(wanted)}" if wanted else AUDIT
+        if before is not None:
+            wanted["before"] = cursor_text(before)
+        if after is not None:
+            wanted["after"] = cursor_text(after)
+        return f"{AUDIT}?{urlencode(wanted, safe=':,')}" if wanted else AUDIT
 
 
 @dataclass(frozen=True)
@@ -116,30 +134,20 @@ def audit_page(
     operator: str = "",
     since: str = "",
     until: str = "",
-    page_number: Annotated[str, Query(alias="page")] = "",
+    before: str = "",
+    after: str = "",
 ) -> Response:
     services = services_of(request)
     with services.database.session() as session:
         people = _people(session, viewer)
-        filters = _read_filters(kind, operator, since, until, page_number, people)
+        filters = _read_filters(kind, operator, since, until, people)
+        _read_cursor(filters, before, after)
         kinds = _kinds(session, viewer, filters.kind_value)
-        rows: list[EventRow] = []
-        more = capped = False
+        events: list[AuditEvent] = []
+        newer = older = None
         if not filters.problems:
-            wanted = min(filters.page * PAGE_SIZE + 1, MAX_EVENTS)
-            events = list_events(
-                session,
-                viewer.company_id,
-                kind=filters.kind_value,
-                operator_id=filters.operator_id,
-                since=filters.since_value,
-                until=filters.until_value,
-                limit=wanted,
-            )
-            start = (filters.page - 1) * PAGE_SIZE
-            rows = [_row(event, people) for event in events[start : start + PAGE_SIZE]]
-            more = len(events) > start + PAGE_SIZE
-            capped = not more and len(events) == MAX_EVENTS
+            events, newer, older = _page_of_events(session, viewer, filters)
+        rows = [_row(event, people) for event in events]
 
     return page(
         request,
@@ -151,12 +159,86 @@ def audit_page(
         kinds=kinds,
         people=sorted(people.items(), key=lambda item: item[1].label.lower()),
         rows=rows,
-        newer=filters.query(filters.page - 1) if filters.page > 1 else None,
-        older=filters.query(filters.page + 1) if more else None,
-        capped=capped,
-        max_events=MAX_EVENTS,
-        first_shown=(filters.page - 1) * PAGE_SIZE + 1,
+        newest=filters.query() if newer is not None else None,
+        newer=filters.query(after=newer) if newer is not None else None,
+        older=filters.query(before=older) if older is not None else None,
+        newest_shown=_to_the_second(events[0].occurred_at) if events else None,
+        oldest_shown=_to_the_second(events[-1].occurred_at) if events else None,
     )
+
+
+def _to_the_second(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return f"{moment.day} {moment:%b %Y, %H:%M:%S} UTC"
+
+
+def _page_of_events(
+    session: Session, viewer: Viewer, filters: Filters
+) -> tuple[list[AuditEvent], Position | None, Position | None]:
+    """The events of the page, newest first, and the positions the links to the newer and to
+    the older events start from (None where there are none)."""
+
+    def fetch(limit: int, **position: Position | None) -> list[AuditEvent]:
+        return list_events(
+            session,
+            viewer.company_id,
+            kind=filters.kind_value,
+            operator_id=filters.operator_id,
+            since=filters.since_value,
+            until=filters.until_value,
+            limit=limit,
+            **position,
+        )
+
+    def older_than(event: AuditEvent) -> Position | None:
+        return Position.of(event) if fetch(1, before=Position.of(event)) else None
+
+    if filters.after is not None:
+        events = fetch(PAGE_SIZE + 1, after=filters.after)
+        if len(events) > PAGE_SIZE:
+            events = events[1:]
+            return events, Position.of(events[0]), older_than(events[-1])
+        # Less than a page of newer events is left: show the newest page, a full one.
+    elif filters.before is not None:
+        events = fetch(PAGE_SIZE + 1, before=filters.before)
+        older = Position.of(events[PAGE_SIZE - 1]) if len(events) > PAGE_SIZE else None
+        events = events[:PAGE_SIZE]
+        edge = Position.of(events[0]) if events else filters.before
+        newer = edge if fetch(1, after=edge) else None
+        return events, newer, older
+
+    events = fetch(PAGE_SIZE + 1)
+    older = Position.of(events[PAGE_SIZE - 1]) if len(events) > PAGE_SIZE else None
+    return events[:PAGE_SIZE], None, older
+
+
+def cursor_text(position: Position) -> str:
+    """A position as a link carries it: ``2026-12-05T02:04:24.123456Z,1234``."""
+    return f"{position.occurred_at.astimezone(UTC).strftime(CURSOR_LAYOUT)}Z,{position.id}"
+
+
+def parse_cursor(text: str) -> Position | None:
+    """The position a link names, or None if the text is not one."""
+    found = CURSOR.fullmatch(text)
+    if found is None:
+        return None
+    try:
+        occurred_at = datetime.strptime(found.group(1), CURSOR_LAYOUT).replace(tzinfo=UTC)
+    except ValueError:  # 2026-02-30, 25:00 and the like
+        return None
+    return Position(occurred_at, int(found.group(2)))
+
+
+def _read_cursor(filters: Filters, before: str, after: str) -> None:
+    if before and after:
+        filters.problems["cursor"] = BAD_CURSOR
+        return
+    if before:
+        filters.before = parse_cursor(before)
+    if after:
+        filters.after = parse_cursor(after)
+    if (before and filters.before is None) or (after and filters.after is None):
+        filters.problems["cursor"] = BAD_CURSOR
 
 
 def _read_filters(
@@ -164,7 +246,6 @@ def _read_filters(
     operator: str,
     since: str,
     until: str,
-    page: str,
     people: dict[uuid.UUID, Person],
 ) -> Filters:
     filters = Filters(kind=kind[:64], operator=operator[:64], since=since[:32], until=until[:32])
@@ -173,8 +254,6 @@ def _read_filters(
         # No kind of event holds a control character, and PostgreSQL cannot compare a NUL.
         filters.kind_value = None
         filters.problems["kind"] = "There is no such kind of event."
-    filters.page = int(page) if page.isascii() and page.isdigit() else 1
-    filters.page = min(max(filters.page, 1), LAST_PAGE)
 
     if filters.operator:
         try:

@@ -1,7 +1,10 @@
 """Errors on web pages become pages; the API keeps its JSON errors.
 
 The application's handlers (``erpauth.http.errors``) stay the one place that maps errors for
-the API. For a path of the web application they hand over to ``error_page`` instead.
+the API. For a path of the web application they hand over to ``error_page`` instead, and so
+does a 404 for an address no route knows when a browser navigates to it (``browser_lost``).
+The page shows the signed-in layout to a signed-in operator; their session is read only
+when a page is shown, never for an answer of the API.
 """
 
 import logging
@@ -12,14 +15,16 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from sqlalchemy.exc import DataError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
 from erpauth.abuse import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.http.errors import database_unreachable, where
 from erpauth.http.middleware import BodyTooLarge
-from erpauth.web.access import CsrfRefused, SignInRequired
+from erpauth.web.access import CsrfRefused, SignInRequired, Viewer, current_viewer, session_id_of
 from erpauth.web.defences import held_back
 from erpauth.web.render import page, redirect, render, sentence
 from erpauth.web.sessions import clear_session_cookie
@@ -27,6 +32,9 @@ from erpauth.web.sessions import clear_session_cookie
 log = logging.getLogger("erpauth.web")
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+# request.state.viewer not set: no page read the session (access.current_viewer sets it).
+_UNREAD = object()
 
 PAGE_PREFIXES = ("/signin", "/signout", "/home", "/settings", "/users", "/audit", "/static")
 
@@ -45,6 +53,58 @@ def is_page_path(path: str) -> bool:
     return path == "/" or any(path == p or path.startswith(p + "/") for p in PAGE_PREFIXES)
 
 
+def browser_lost(request: Request, exc: Exception) -> bool:
+    """A browser navigated to an address that no route, page or API, answers.
+
+    It gets the 404 page rather than the API's JSON. A request with an ``Authorization``
+    header, anything but GET (HEAD arrives as GET), and an ``Accept`` that does not rank
+    HTML above JSON (``*/*``, ``application/json``, none at all) are an API client's: they
+    keep the JSON error. A browser's navigation ranks ``text/html`` first.
+    """
+    return (
+        isinstance(exc, HTTPException)
+        and exc.status_code == 404
+        and "route" not in request.scope  # the router matched nothing (Starlette sets it)
+        and request.method == "GET"
+        and "authorization" not in request.headers
+        and prefers_html(request.headers.get("accept", ""))
+    )
+
+
+def prefers_html(accept: str) -> bool:
+    """Whether an ``Accept`` header ranks ``text/html`` strictly above ``application/json``.
+
+    Each type takes the quality of the most specific range that matches it (RFC 9110
+    §12.5.1): ``text/html`` before ``text/*`` before ``*/*``. A tie is not a preference.
+    """
+    ranges: dict[str, float] = {}
+    for part in accept.split(",")[:32]:
+        media, *params = (piece.strip() for piece in part.split(";"))
+        media = media.lower()
+        if media.count("/") != 1:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = -1.0
+        if 0.0 <= quality <= 1.0:
+            # The first mention of a range counts, as most servers read it.
+            ranges.setdefault(media, quality)
+
+    def quality_of(media: str) -> float:
+        kind = media.split("/")[0]
+        for candidate in (media, f"{kind}/*", "*/*"):
+            if candidate in ranges:
+                return ranges[candidate]
+        return 0.0
+
+    return quality_of("text/html") > quality_of("application/json")
+
+
 def install_page_errors(app: FastAPI) -> None:
     """Wraps each installed error handler so that web paths get an HTML page."""
     for exc_class, handler in list(app.exception_handlers.items()):
@@ -56,14 +116,14 @@ def install_page_errors(app: FastAPI) -> None:
 
 def _pages_get_html(api_handler: Handler) -> Handler:
     async def handler(request: Request, exc: Exception) -> Response:
-        if not is_page_path(request.url.path):
-            return await api_handler(request, exc)
-        return error_page(request, exc)
+        if is_page_path(request.url.path) or browser_lost(request, exc):
+            return await error_page(request, exc)
+        return await api_handler(request, exc)
 
     return handler
 
 
-def error_page(request: Request, exc: Exception) -> Response:
+async def error_page(request: Request, exc: Exception) -> Response:
     status, title, message = _describe(request, exc)
     headers: dict[str, str] = {}
     if isinstance(exc, HTTPException | Throttled | Saturated):
@@ -71,7 +131,7 @@ def error_page(request: Request, exc: Exception) -> Response:
     response = page(
         request,
         "error.html",
-        viewer=getattr(request.state, "viewer", None),
+        viewer=await viewer_for_error(request, status),
         status=status,
         code=status,
         title=title,
@@ -122,18 +182,40 @@ def _describe(request: Request, exc: Exception) -> tuple[int, str, str]:
     )
 
 
-def too_large_page(path: str) -> bytes | None:
+async def viewer_for_error(request: Request, status: int) -> Viewer | None:
+    """Who is signed in, for the layout of an error page.
+
+    The operator a page read at its start, or, when the error came before any page read the
+    session (an address no route knows, a method a route does not take, a body too large),
+    the session is read now. Not for a 5xx: the database may be what failed. An error here
+    costs the layout only, never the page.
+    """
+    read = getattr(request.state, "viewer", _UNREAD)
+    if read is not _UNREAD:
+        return read
+    if status >= 500 or not session_id_of(request):
+        return None
+    try:
+        return await run_in_threadpool(current_viewer, request)
+    except Exception as exc:  # the error page is still shown, signed out
+        log.warning(
+            "session not read for an error page: %s", type(exc).__name__, extra=where(request)
+        )
+        return None
+
+
+async def too_large_page(scope: Scope) -> bytes | None:
     """The 413 page for a web path whose request body was too large; None for the API.
 
-    The body limit is enforced by middleware, before any session is read, so the page is the
-    signed-out one.
+    The body limit is enforced by middleware, before any page has read the session; it is
+    read here, and only for a web path.
     """
-    if not is_page_path(path):
+    if not is_page_path(scope["path"]):
         return None
     status = 413
     text = render(
         "error.html",
-        viewer=None,
+        viewer=await viewer_for_error(Request(scope), status),
         notice=None,
         code=status,
         title=HTTPStatus(status).phrase,
