@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -406,3 +407,60 @@ def test_demo_cli_and_users_page_record_the_same_operator_create_event(
             )
         ],
     }
+
+
+def test_a_company_created_at_the_same_moment_is_a_clear_error(
+    backend: str, data_dir: Path, database_url: str
+) -> None:
+    """The code is free when the command looks, and taken when it writes: no traceback."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL lets a second writer wait on the first one's unique entry")
+    from sqlalchemy import create_engine, text
+
+    code = "Race" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "init")
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as other:
+            # Another writer has inserted the code but not committed it yet.
+            other.execute(
+                text(
+                    "INSERT INTO companies (id, name, account_code, account_code_key, api_enabled,"
+                    " token_expiry_hours, call_limit_per_minute, created_at, updated_at)"
+                    " VALUES (:id, 'Other', :code, :key, false, 24, 200, now(), now())"
+                ),
+                {"id": os.urandom(16).hex(), "code": code, "key": code.upper()},
+            )
+            command = subprocess.Popen(
+                [sys.executable, "-m", "erpauth.cli", "company-create", "--name", "Mine"]
+                + ["--code", code.lower(), "--json"],
+                env=os.environ
+                | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            with engine.connect() as watcher:
+                for _ in range(600):  # until the command waits for this transaction
+                    waiting = watcher.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    )
+                    watcher.rollback()  # the next look gets a fresh view of the activity
+                    if waiting or command.poll() is not None:
+                        break
+                    time.sleep(0.05)
+            assert waiting, "the command did not wait for the other writer"
+            other.commit()
+            stdout, stderr = command.communicate(timeout=60)
+    finally:
+        engine.dispose()
+
+    assert command.returncode == 1
+    assert "Traceback" not in stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["error"] == (
+        f"a company with account code {code} exists already; account codes are matched "
+        f"whatever their case, so {code.lower()} is the same code"
+    )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from erpauth import allocator
 from erpauth.config import MAX_HASHING_THREADS, Settings, available_cores
@@ -18,8 +18,14 @@ from erpauth.demo import ensure_demo
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import reveal_secret
-from erpauth.domain.companies import create_company, get_company, set_api_enabled, set_token_policy
-from erpauth.domain.errors import DomainError
+from erpauth.domain.companies import (
+    code_taken,
+    create_company,
+    get_company,
+    set_api_enabled,
+    set_token_policy,
+)
+from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.domain.operators import (
     create_and_audit_operator,
     force_password_change,
@@ -63,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, str(exc))
     except OperationalError as exc:
         return _fail(args, f"cannot reach the database: {exc.orig}")
+    except IntegrityError:
+        # Another command or request committed the same thing between the check and the write.
+        return _fail(
+            args,
+            "someone else made the same change at the same moment, so nothing was changed; "
+            "run the command again to see where things stand",
+        )
     except BrokenPipeError:
         # The reader went away (`erpauth audit-export | head`); nothing is left to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -195,18 +208,27 @@ def _init(args: argparse.Namespace, services: Services) -> dict[str, Any]:
 
 
 def _company_create(args: argparse.Namespace, services: Services) -> dict[str, Any]:
-    with services.database.session() as session:
-        company = create_company(
-            session,
-            services.box,
-            name=args.name,
-            account_code=args.code,
-            api_enabled=args.api_enabled,
-            token_expiry_hours=args.token_expiry_hours,
-            call_limit_per_minute=args.call_limit,
-        )
-        audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
-        return _company_view(services, company.account_code, session=session)
+    try:
+        with services.database.session() as session:
+            company = create_company(
+                session,
+                services.box,
+                name=args.name,
+                account_code=args.code,
+                api_enabled=args.api_enabled,
+                token_expiry_hours=args.token_expiry_hours,
+                call_limit_per_minute=args.call_limit,
+            )
+            audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
+            return _company_view(services, company.account_code, session=session)
+    except IntegrityError as clash:
+        # A company with the code was committed after create_company looked for one.
+        try:
+            with services.database.session() as session:
+                existing = get_company(session, args.code).account_code
+        except NotFound:
+            raise clash from None  # some other clash: main() answers it
+        raise Conflict(code_taken(existing, args.code)) from None
 
 
 def _company_license(args: argparse.Namespace, services: Services) -> dict[str, Any]:
