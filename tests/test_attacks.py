@@ -123,7 +123,9 @@ def test_expired_token_is_refused_even_with_a_valid_signature(live: LiveServer, 
 
     body = refused(live, resigned(live, claims))
 
-    assert body["error_description"] == "the access token has expired"
+    assert body["error_description"] == (
+        "the access token has expired; get a new one with the refresh token or by signing in"
+    )
 
 
 def test_not_yet_valid_token_is_refused_even_with_a_valid_signature(

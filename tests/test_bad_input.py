@@ -203,7 +203,42 @@ def test_unknown_path_and_wrong_method_answer_in_json(live: LiveServer) -> None:
         wrong_method = http.get(TOKEN_PATH)
 
     assert_json_error(missing, 404, "not_found")
+    assert missing.json()["error_description"] == "there is nothing at this address"
     assert_json_error(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.json()["error_description"] == "this address does not answer GET; use POST"
+
+
+@pytest.mark.parametrize(
+    "path", [TOKEN_PATH + "/", "/authentication/v1/Authentication/Token/", ME_PATH + "//"]
+)
+def test_a_trailing_slash_is_named_as_what_keeps_the_address_from_being_found(
+    live: LiveServer, path: str
+) -> None:
+    with live.client() as http:
+        response = http.post(path, data={"grant_type": "password"})
+
+    assert_json_error(response, 404, "not_found")
+    bare = path.rstrip("/")
+    assert response.json()["error_description"] == (
+        f"there is nothing at this address; use {bare}, without the trailing slash"
+    )
+
+
+def test_parameters_in_the_query_string_are_asked_for_in_the_body(live: LiveServer) -> None:
+    tenant = live.tenant()
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, tenant.primary_secret),
+            params={"grant_type": "password", "username": "a@b.example", "password": "x"},
+        )
+
+    assert_json_error(response, 400, "invalid_request")
+    assert response.json()["error_description"] == (
+        "send the parameters in the request body as application/x-www-form-urlencoded,"
+        " not in the query string"
+    )
 
 
 def test_very_long_client_credentials_are_refused_without_work(live: LiveServer) -> None:

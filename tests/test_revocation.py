@@ -19,6 +19,10 @@ def test_revoked_access_token_is_refused_on_the_next_request(live: LiveServer) -
     refused = live.me(token)
     assert refused.status_code == 401
     assert "revoked" in refused.headers["www-authenticate"]
+    # The integrator is told what to do next, not only what happened.
+    assert refused.json()["error_description"] == (
+        "the access token has been revoked; get a new one by signing in again"
+    )
 
 
 def test_revoking_a_refresh_token_revokes_its_family_access_tokens(live: LiveServer) -> None:

@@ -221,3 +221,49 @@ def test_second_click_while_the_form_is_on_its_way_sends_nothing_more(
 
     expect(page.get_by_text(f"New password for {email}.")).to_be_visible()
     assert received == [email]
+
+
+def test_reloading_after_a_forced_password_change_keeps_the_password_shown(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    sign_in(page, tenant.admin)
+    page.goto("/users")
+    row = page.get_by_role("row").filter(has_text=tenant.operator.email)
+    row.get_by_role("button", name="Force password change").click()
+    page.get_by_role("dialog").get_by_role("button", name="Force password change").click()
+    expect(page.get_by_text(f"New password for {tenant.operator.email}.")).to_be_visible()
+    password = page.locator("#new-password").input_value()
+    expect(page).to_have_url(f"{web.url}/users")
+
+    page.reload()
+
+    # The page is fetched again, not the form sent again: the password shown once still works.
+    expect(page.get_by_role("heading", name="Users")).to_be_visible()
+    expect(page.locator("#new-password")).to_have_count(0)
+    response = httpx.post(
+        web.url + TOKEN_PATH,
+        auth=(tenant.client_id, tenant.primary_secret),
+        data={"grant_type": "password", "username": tenant.operator.email, "password": password},
+    )
+    assert response.status_code == 200
+
+
+def test_reloading_after_creating_an_operator_sends_nothing_again(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    email = f"reload.{tenant.code.lower()}@example.com"
+    sign_in(page, tenant.admin)
+    page.goto("/users")
+    page.get_by_role("button", name="Create operator").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("E-mail").fill(email)
+    dialog.get_by_role("button", name="Create operator").click()
+    expect(page.get_by_text(f"New password for {email}.")).to_be_visible()
+
+    page.reload()
+
+    expect(page.get_by_role("row").filter(has_text=email)).to_be_visible()
+    expect(page.get_by_text("exists already")).to_have_count(0)
+    expect(page.locator("#new-password")).to_have_count(0)

@@ -32,6 +32,11 @@ CLOCK_SKEW_SECONDS = 10
 VERIFIED_SIGNATURES = 10_000
 
 
+# What the caller is told, with what to do about it: a new token comes from the token endpoint.
+EXPIRED = "the access token has expired; get a new one with the refresh token or by signing in"
+REVOKED = "the access token has been revoked; get a new one by signing in again"
+
+
 class InvalidToken(Exception):
     """The bearer token cannot be used; the message says why, for the caller."""
 
@@ -242,7 +247,7 @@ class TokenService:
             # every change that could undo them is announced and drops the entry. Expiry is
             # the one thing that time alone changes.
             if cached.expires_at is not None and cached.expires_at <= time.time():
-                raise InvalidToken("the access token has expired")
+                raise InvalidToken(EXPIRED)
             now = time.monotonic()
             if now - cached.touched_at > _LAST_USED_SECONDS:
                 cached.touched_at = now
@@ -321,7 +326,7 @@ class TokenService:
                 options={"require": ["iss", "sub", "aud", "iat", "jti"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("the access token has expired") from exc
+            raise InvalidToken(EXPIRED) from exc
         except jwt.InvalidTokenError as exc:
             raise InvalidToken("the access token is invalid") from exc
 
@@ -365,9 +370,9 @@ def _check_standing(token: str, claims: dict, row: Row | None) -> None:
     if claims["sub"] != str(row.operator_id) or claims.get("company_id") != str(row.company_id):
         raise InvalidToken("the access token is invalid")
     if row.revoked_at is not None:
-        raise InvalidToken("the access token has been revoked")
+        raise InvalidToken(REVOKED)
     if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
-        raise InvalidToken("the access token has expired")
+        raise InvalidToken(EXPIRED)
     if not row.is_active:
         raise InvalidToken("the operator's account is deactivated")
     if not row.api_permission:

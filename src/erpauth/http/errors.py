@@ -9,6 +9,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 from erpauth.abuse.errors import Saturated, Throttled
 from erpauth.domain.errors import Conflict, DomainError, NotFound
@@ -49,10 +50,33 @@ async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "error")
     description = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, description, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        description = _not_found_hint(request) or "there is nothing at this address"
+    elif exc.status_code == 405 and headers.get("Allow"):
+        description = f"this address does not answer {request.method}; use {headers['Allow']}"
+    return error_response(exc.status_code, code, description, headers)
+
+
+def _not_found_hint(request: Request) -> str | None:
+    """For an address that only a trailing slash keeps from a route: what to send instead.
+
+    Starlette's redirect to the address without the slash is turned off (see ``create_app``),
+    so the caller is told rather than sent elsewhere.
+    """
+    path = request.url.path
+    bare = path.rstrip("/")
+    if not bare or bare == path:
+        return None
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and (
+            route.path_regex.match(bare) or route.path.lower() == bare.lower()
+        ):
+            return f"there is nothing at this address; use {bare}, without the trailing slash"
+    return None
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,6 +17,10 @@ async def read_form(request: Request) -> dict[str, str]:
     """The parameters of a token request; empty ones count as absent (RFC 6749 §3.1)."""
     media_type, _, params = request.headers.get("content-type", "").partition(";")
     if media_type.strip().lower() != FORM_TYPE:
+        if request.url.query and not media_type.strip():
+            raise InvalidRequest(
+                f"send the parameters in the request body as {FORM_TYPE}, not in the query string"
+            )
         raise InvalidRequest(f"send the parameters as {FORM_TYPE}, not as a JSON or other body")
     charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
     if charset not in ("utf-8", "utf8"):

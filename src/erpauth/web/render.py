@@ -92,6 +92,7 @@ def page(
         notice=notice,
         path=request.url.path,
         address=address,
+        answers_form=request.method == "POST",
         **context,
     )
     return HTMLResponse(body, status_code=status, headers=NO_STORE)

@@ -187,6 +187,8 @@ def _users_page(
         "users.html",
         viewer=viewer,
         status=status,
+        # A generated password is shown once: reloading fetches the page, never makes another.
+        address=USERS,
         active="users",
         operators=operators,
         token_counts=token_counts,
