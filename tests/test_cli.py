@@ -181,6 +181,61 @@ def test_cli_errors_are_reported_as_json_with_a_nonzero_exit(
     assert "no operator" in missing["error"]
 
 
+def test_usage_errors_are_json_too_when_json_is_asked_for(
+    data_dir: Path, database_url: str
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "erpauth.cli", *args],
+            env=os.environ
+            | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    with_json = run("company-create", "--name", "X", "--json")
+    plain = run("company-create", "--name", "X")
+
+    assert with_json.returncode == 1
+    assert json.loads(with_json.stdout) == {"error": "the following arguments are required: --code"}
+    # Without --json, argparse's usage message and exit code, as people expect them.
+    assert plain.returncode == 2
+    assert plain.stderr.startswith("usage: erpauth company-create")
+
+
+def test_company_policy_changes_only_what_is_given(data_dir: Path, database_url: str) -> None:
+    code = "Pol" + os.urandom(3).hex()
+    erpauth(
+        data_dir,
+        database_url,
+        "company-create",
+        "--name",
+        "P",
+        "--code",
+        code,
+        "--token-expiry-hours",
+        "5",
+        "--call-limit",
+        "300",
+    )
+
+    limit_only = erpauth(
+        data_dir, database_url, "company-policy", "--code", code, "--call-limit", "50"
+    )
+    expiry_only = erpauth(
+        data_dir, database_url, "company-policy", "--code", code, "--token-expiry-hours", "0"
+    )
+    neither = erpauth(data_dir, database_url, "company-policy", "--code", code, check=False)
+
+    assert limit_only["token_expiry_hours"] == 5
+    assert limit_only["call_limit_per_minute"] == 50
+    assert expiry_only["token_expiry_hours"] == 0
+    assert expiry_only["call_limit_per_minute"] == 50
+    assert neither["error"] == "give --token-expiry-hours, --call-limit or both"
+
+
 def test_account_codes_are_one_company_whatever_their_case(
     data_dir: Path, database_url: str
 ) -> None:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -52,6 +52,7 @@ Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if argv is None and args.command in ("serve", "demo"):
         allocator.with_huge_pages()  # the workers' password hashing, without page faults
@@ -108,8 +109,25 @@ def _settings_problem(exc: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that with ``--json`` a usage error is JSON too.
+
+    Scripts that pass ``--json`` read one JSON object, ``{"error": …}`` with exit code 1 on
+    failure, whatever went wrong: a missing or malformed option included.
+    """
+
+    json_errors = False  # set by main() from the command line, for every subparser
+
+    def error(self, message: str) -> NoReturn:
+        if not _Parser.json_errors:
+            super().error(message)
+        print(json.dumps({"error": message}))
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="erpauth", description=__doc__)
+    parser = _Parser(prog="erpauth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler | None, help: str) -> argparse.ArgumentParser:
@@ -143,10 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     license_.add_argument("--code", required=True)
     license_.add_argument("--api", choices=["on", "off"], required=True)
 
-    policy = command("company-policy", _company_policy, "set token expiry and call limit")
+    policy = command(
+        "company-policy", _company_policy, "set token expiry and call limit (either or both)"
+    )
     policy.add_argument("--code", required=True)
-    policy.add_argument("--token-expiry-hours", type=int, required=True, help="0 = never expires")
-    policy.add_argument("--call-limit", type=int, required=True, help="calls per minute")
+    policy.add_argument("--token-expiry-hours", type=int, help="0 = never expires")
+    policy.add_argument("--call-limit", type=int, help="calls per minute")
 
     creds = command(
         "company-credentials", _company_credentials, "show a company's client ID and secrets"
@@ -247,13 +267,22 @@ def _company_license(args: argparse.Namespace, services: Services) -> dict[str, 
 
 
 def _company_policy(args: argparse.Namespace, services: Services) -> dict[str, Any]:
+    if args.token_expiry_hours is None and args.call_limit is None:
+        raise DomainError("give --token-expiry-hours, --call-limit or both")
     with services.database.session() as session:
         company = get_company(session, args.code)
+        # What is not given stays as it is.
         set_token_policy(
             session,
             company,
-            token_expiry_hours=args.token_expiry_hours,
-            call_limit_per_minute=args.call_limit,
+            token_expiry_hours=(
+                company.token_expiry_hours
+                if args.token_expiry_hours is None
+                else args.token_expiry_hours
+            ),
+            call_limit_per_minute=(
+                company.call_limit_per_minute if args.call_limit is None else args.call_limit
+            ),
         )
         audit.record(
             session,
