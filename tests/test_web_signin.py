@@ -68,8 +68,8 @@ def test_session_cookie_is_secure_with_host_prefix_when_served_over_https(
     with live_server(settings) as https_live, Browser(https_live) as browser:
         page = browser.get("/signin")
         # The client speaks plain HTTP, so it keeps Secure cookies to itself: send it by hand.
-        nonce = set_cookie_header(page, "erpauth_signin").split(";")[0]
-        assert "; secure" in set_cookie_header(page, "erpauth_signin").lower()
+        nonce = set_cookie_header(page, "__Host-erpauth_signin").split(";")[0]
+        assert "; secure" in set_cookie_header(page, "__Host-erpauth_signin").lower()
         response = browser.http.post(
             "/signin",
             headers={"Cookie": nonce},
@@ -167,6 +167,37 @@ def test_sign_in_form_token_from_another_browser_is_refused(live: LiveServer) ->
         )
 
     assert response.status_code == 403
+
+
+def test_sign_in_form_nonce_planted_by_a_sibling_subdomain_is_refused_over_https(
+    live: LiveServer,
+) -> None:
+    """Login CSRF from a sibling subdomain: it can set a cookie without the __Host- prefix for
+    the whole domain, with a nonce whose form token it got from its own visit."""
+    tenant = live.tenant()
+    settings = Settings(
+        data_dir=live.settings.data_dir,
+        database_url=live.settings.database_url,
+        secret_key=None,
+        public_url="https://erpauth.example",
+    )
+    with live_server(settings) as https_live, Browser(https_live) as attacker:
+        page = attacker.get("/signin")
+        cookie = set_cookie_header(page, "__Host-erpauth_signin")
+        assert "; path=/;" in cookie.lower() + ";"
+        assert "domain=" not in cookie.lower()
+        nonce = cookie.split(";")[0].split("=", 1)[1]
+        form = {
+            "email": tenant.operator.email,
+            "password": tenant.operator.password,
+            "form_token": re.search(r'name="form_token" value="([^"]+)"', page.text).group(1),
+        }
+        planted = attacker.http.post(
+            "/signin", headers={"Cookie": f"erpauth_signin={nonce}"}, data=form
+        )
+
+    assert planted.status_code == 403
+    assert "erpauth_session" not in planted.headers.get("set-cookie", "")
 
 
 def test_sign_in_never_adopts_a_session_id_planted_in_the_browser(live: LiveServer) -> None:
