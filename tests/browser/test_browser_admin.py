@@ -221,3 +221,28 @@ def test_second_click_while_the_form_is_on_its_way_sends_nothing_more(
 
     expect(page.get_by_text(f"New password for {email}.")).to_be_visible()
     assert received == [email]
+
+
+def test_reloading_the_page_that_shows_a_forced_password_does_not_force_another(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    sign_in(page, tenant.admin)
+    page.goto("/users")
+    row = page.get_by_role("row").filter(has_text=tenant.operator.email)
+    row.get_by_role("button", name="Force password change").click()
+    page.get_by_role("dialog").get_by_role("button", name="Force password change").click()
+    expect(page.get_by_text(f"New password for {tenant.operator.email}.")).to_be_visible()
+    password = page.locator("#new-password").input_value()
+    expect(page).to_have_url(f"{web.url}/users")
+
+    page.reload()
+
+    # The page is fetched again, not the form sent again: the password handed over still works.
+    expect(page.get_by_text(f"New password for {tenant.operator.email}.")).to_have_count(0)
+    signed_in = httpx.post(
+        web.url + TOKEN_PATH,
+        auth=(tenant.client_id, tenant.primary_secret),
+        data={"grant_type": "password", "username": tenant.operator.email, "password": password},
+    )
+    assert signed_in.status_code == 200

@@ -187,6 +187,7 @@ def _users_page(
         "users.html",
         viewer=viewer,
         status=status,
+        address=USERS,
         active="users",
         operators=operators,
         token_counts=token_counts,
