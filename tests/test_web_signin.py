@@ -3,15 +3,17 @@
 import re
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from erpauth.config import Settings
 from erpauth.domain.operators import get_operator, set_active
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import WebSession
+from tests.fast_paths import backends_waiting
 from tests.support import LiveServer, live_server
 from tests.web_support import SESSION_COOKIE, Browser, audit_kinds
 
@@ -283,6 +285,37 @@ def test_session_past_its_idle_or_absolute_limit_is_ended(live: LiveServer, colu
     assert "max-age=0" in set_cookie_header(response, SESSION_COOKIE).lower()
     with live.services.database.session() as session:
         assert session.get(WebSession, sha256_hex(session_id)) is None
+
+
+@pytest.mark.parametrize("path", ["/home", "/settings/user/api"])
+def test_a_page_open_while_the_session_ends_elsewhere_is_no_error(
+    live: LiveServer, path: str
+) -> None:
+    """The page reads the session, then notes when it was last seen; meanwhile another tab
+    signs out (or a password change, a deactivation ends it). That is no server error."""
+    if not live.settings.resolved_database_url().startswith("postgresql"):
+        pytest.skip("holds the session's row deleted but uncommitted, as only PostgreSQL lets")
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        id_hash = sha256_hex(browser.session_id)
+        with live.services.database.session() as session:
+            a_while_ago = datetime.now(UTC) - timedelta(minutes=5)  # due to be noted again
+            session.execute(
+                update(WebSession)
+                .where(WebSession.id_hash == id_hash)
+                .values(last_seen_at=a_while_ago)
+            )
+        with ThreadPoolExecutor(1) as pool, live.services.database.engine.connect() as other:
+            other.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+            page = pool.submit(browser.get, path)
+            backends_waiting(other, "web_sessions", count=1)
+            other.commit()
+            response = page.result(timeout=30)
+
+    assert response.status_code in (200, 303), response.text
+    with live.services.database.session() as session:
+        assert session.get(WebSession, id_hash) is None
 
 
 def test_deactivating_an_operator_ends_their_session(live: LiveServer) -> None:
