@@ -352,3 +352,32 @@ def company_events(live: LiveServer, tenant: Tenant) -> list[AuditEvent]:
                 .order_by(AuditEvent.id)
             )
         )
+
+
+def test_audit_export_text_keeps_a_made_up_client_id_in_its_own_field(live: LiveServer) -> None:
+    """Anyone can send a client ID with spaces and '=' in it; the readable export must not let
+    it pose as another field of the line (an operator's id)."""
+    tenant = live.tenant()
+    made_up = f"{tenant.code} operator_id={tenant.admin.id}"  # kept whole: 64 characters at most
+
+    with live.client() as http:
+        refused = http.post(
+            TOKEN_PATH,
+            data={
+                "grant_type": "password",
+                "username": tenant.operator.email,
+                "password": tenant.operator.password,
+                "client_id": made_up,
+                "client_secret": "guess",
+            },
+        )
+
+    assert refused.status_code == 401
+    lines = [
+        line
+        for line in run_cli(live, "audit-export", "--kind", "token.issue")
+        if tenant.code in line
+    ]
+    assert len(lines) == 1
+    assert f'attempted_client_id="{made_up}"' in lines[0]
+    assert f" operator_id={tenant.admin.id}" not in lines[0].replace(f'"{made_up}"', "")

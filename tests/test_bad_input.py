@@ -2,6 +2,7 @@
 
 import base64
 import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -73,6 +74,44 @@ def test_non_utf8_form_is_an_invalid_request(live: LiveServer, body: bytes) -> N
         )
 
     assert_json_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/x-www-form-urlencoded; charset=UTF-8", 200),
+        ('application/x-www-form-urlencoded;charset="utf-8"', 200),
+        ("application/x-www-form-urlencoded; charset = utf-8", 200),
+        ("application/x-www-form-urlencoded; charset=utf-8; foo=bar", 200),
+        ("application/x-www-form-urlencoded; foo=bar", 200),
+        ("application/x-www-form-urlencoded; foo=bar; charset=iso-8859-1", 400),
+        ("application/x-www-form-urlencoded; charset=iso-8859-1", 400),
+    ],
+)
+def test_only_the_charset_parameter_of_the_content_type_counts(
+    live: LiveServer, content_type: str, status: int
+) -> None:
+    tenant = live.tenant()
+    operator = tenant.operator
+
+    with live.client() as http:
+        response = http.post(
+            TOKEN_PATH,
+            auth=(tenant.client_id, tenant.primary_secret),
+            content=urlencode(
+                {
+                    "grant_type": "password",
+                    "username": operator.email,
+                    "password": operator.password,
+                }
+            ),
+            headers={"Content-Type": content_type},
+        )
+
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert_json_error(response, 400, "invalid_request")
+        assert "UTF-8" in response.json()["error_description"]
 
 
 def test_ten_megabyte_body_is_refused_before_it_is_read(live: LiveServer) -> None:

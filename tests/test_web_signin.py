@@ -3,15 +3,17 @@
 import re
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from erpauth.config import Settings
 from erpauth.domain.operators import get_operator, set_active
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import WebSession
+from tests.fast_paths import backends_waiting
 from tests.support import LiveServer, live_server
 from tests.web_support import SESSION_COOKIE, Browser, audit_kinds
 
@@ -68,8 +70,8 @@ def test_session_cookie_is_secure_with_host_prefix_when_served_over_https(
     with live_server(settings) as https_live, Browser(https_live) as browser:
         page = browser.get("/signin")
         # The client speaks plain HTTP, so it keeps Secure cookies to itself: send it by hand.
-        nonce = set_cookie_header(page, "erpauth_signin").split(";")[0]
-        assert "; secure" in set_cookie_header(page, "erpauth_signin").lower()
+        nonce = set_cookie_header(page, "__Host-erpauth_signin").split(";")[0]
+        assert "; secure" in set_cookie_header(page, "__Host-erpauth_signin").lower()
         response = browser.http.post(
             "/signin",
             headers={"Cookie": nonce},
@@ -169,6 +171,37 @@ def test_sign_in_form_token_from_another_browser_is_refused(live: LiveServer) ->
     assert response.status_code == 403
 
 
+def test_sign_in_form_nonce_planted_by_a_sibling_subdomain_is_refused_over_https(
+    live: LiveServer,
+) -> None:
+    """Login CSRF from a sibling subdomain: it can set a cookie without the __Host- prefix for
+    the whole domain, with a nonce whose form token it got from its own visit."""
+    tenant = live.tenant()
+    settings = Settings(
+        data_dir=live.settings.data_dir,
+        database_url=live.settings.database_url,
+        secret_key=None,
+        public_url="https://erpauth.example",
+    )
+    with live_server(settings) as https_live, Browser(https_live) as attacker:
+        page = attacker.get("/signin")
+        cookie = set_cookie_header(page, "__Host-erpauth_signin")
+        assert "; path=/;" in cookie.lower() + ";"
+        assert "domain=" not in cookie.lower()
+        nonce = cookie.split(";")[0].split("=", 1)[1]
+        form = {
+            "email": tenant.operator.email,
+            "password": tenant.operator.password,
+            "form_token": re.search(r'name="form_token" value="([^"]+)"', page.text).group(1),
+        }
+        planted = attacker.http.post(
+            "/signin", headers={"Cookie": f"erpauth_signin={nonce}"}, data=form
+        )
+
+    assert planted.status_code == 403
+    assert "erpauth_session" not in planted.headers.get("set-cookie", "")
+
+
 def test_sign_in_never_adopts_a_session_id_planted_in_the_browser(live: LiveServer) -> None:
     tenant = live.tenant()
     with Browser(live) as browser:
@@ -252,6 +285,37 @@ def test_session_past_its_idle_or_absolute_limit_is_ended(live: LiveServer, colu
     assert "max-age=0" in set_cookie_header(response, SESSION_COOKIE).lower()
     with live.services.database.session() as session:
         assert session.get(WebSession, sha256_hex(session_id)) is None
+
+
+@pytest.mark.parametrize("path", ["/home", "/settings/user/api"])
+def test_a_page_open_while_the_session_ends_elsewhere_is_no_error(
+    live: LiveServer, path: str
+) -> None:
+    """The page reads the session, then notes when it was last seen; meanwhile another tab
+    signs out (or a password change, a deactivation ends it). That is no server error."""
+    if not live.settings.resolved_database_url().startswith("postgresql"):
+        pytest.skip("holds the session's row deleted but uncommitted, as only PostgreSQL lets")
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        id_hash = sha256_hex(browser.session_id)
+        with live.services.database.session() as session:
+            a_while_ago = datetime.now(UTC) - timedelta(minutes=5)  # due to be noted again
+            session.execute(
+                update(WebSession)
+                .where(WebSession.id_hash == id_hash)
+                .values(last_seen_at=a_while_ago)
+            )
+        with ThreadPoolExecutor(1) as pool, live.services.database.engine.connect() as other:
+            other.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+            page = pool.submit(browser.get, path)
+            backends_waiting(other, "web_sessions", count=1)
+            other.commit()
+            response = page.result(timeout=30)
+
+    assert response.status_code in (200, 303), response.text
+    with live.services.database.session() as session:
+        assert session.get(WebSession, id_hash) is None
 
 
 def test_deactivating_an_operator_ends_their_session(live: LiveServer) -> None:

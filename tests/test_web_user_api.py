@@ -4,10 +4,13 @@ import re
 import threading
 
 import jwt
+import pytest
 from sqlalchemy import select
 
 from erpauth.domain.audit import Origin
 from erpauth.domain.companies import set_token_policy
+from erpauth.domain.errors import DomainError
+from erpauth.domain.operators import set_active
 from erpauth.domain.web_tokens import replace_web_token
 from erpauth.storage.models import AccessToken, Company, Operator
 from erpauth.web.render import when
@@ -340,3 +343,22 @@ def test_second_transaction_making_a_web_token_waits_for_the_first(live: LiveSer
     assert second_waited
     assert not second.is_alive()
     assert len(live_web_tokens(live, tenant.operator.id)) == 1
+
+
+def test_a_deactivation_committed_while_a_web_token_is_made_leaves_no_live_token(
+    live: LiveServer,
+) -> None:
+    """The page loads the operator, checks the password, then makes the token; an
+    administrator who deactivates the operator in between revokes every token they hold, and
+    the one being made must not slip past (it would come back if they were activated again)."""
+    tenant = live.tenant()
+    database, tokens = live.services.database, live.services.tokens
+
+    with database.session() as making:
+        operator = making.get(Operator, tenant.operator.id)  # loaded while still active
+        with database.session() as administrator:
+            set_active(administrator, administrator.get(Operator, tenant.operator.id), False)
+        with pytest.raises(DomainError):
+            replace_web_token(making, tokens, operator, Origin())
+
+    assert live_web_tokens(live, tenant.operator.id) == []

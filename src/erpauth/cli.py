@@ -42,7 +42,7 @@ from erpauth.domain.signing_keys import (
     rotate_signing_key,
 )
 from erpauth.http.server import server_options
-from erpauth.logs import configure_logging
+from erpauth.logs import configure_logging, logfmt_value
 from erpauth.security.secrets import UndecryptableSecret, new_password
 from erpauth.services import Services, build_services
 
@@ -487,12 +487,14 @@ def _audit_export(args: argparse.Namespace, services: Services) -> None:
 
 
 def _event_line(view: dict[str, Any]) -> str:
+    # Values are quoted and escaped as in the logs: some come from requests (an attempted
+    # client ID), and one must not pose as another field or start a line of its own.
     who = " ".join(
-        f"{name}={view[name]}"
+        f"{name}={logfmt_value(view[name])}"
         for name in ("company_id", "operator_id", "client_id", "ip_address")
         if view[name]
     )
-    detail = " ".join(f"{key}={value}" for key, value in view["detail"].items())
+    detail = " ".join(f"{key}={logfmt_value(value)}" for key, value in view["detail"].items())
     return f"{view['occurred_at']} {view['kind']} {view['outcome']} {who} {detail}".rstrip()
 
 

@@ -6,7 +6,7 @@ the same transaction, so an old token stops working the moment its owner regener
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from erpauth.domain.audit import Origin
@@ -53,14 +53,30 @@ def replace_web_token(
     session: Session, tokens: TokenService, operator: Operator, origin: Origin
 ) -> tuple[IssuedAccessToken, int]:
     """Revokes the operator's web-made tokens and issues a new one; returns it and the count."""
+    # Two clicks racing must not leave two live tokens: the row lock queues the second. The
+    # operator is read again under it: a deactivation or a permission taken away that
+    # committed since it was loaded revoked their tokens, and must not miss this one.
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite ignores FOR UPDATE and pysqlite begins a transaction only at its first write:
+        # this write that changes nothing takes SQLite's one writer lock now, as the token
+        # endpoint does (erpauth.oauth.password_grant).
+        session.execute(
+            update(Operator)
+            .where(Operator.id == operator.id)
+            .values(updated_at=Operator.updated_at),
+            execution_options={"synchronize_session": False},
+        )
+    session.scalars(
+        select(Operator)
+        .where(Operator.id == operator.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     company = operator.company
     problem = refusal(operator, company)
     if problem is not None:
         raise DomainError(problem)
 
-    # Two clicks racing must not leave two live tokens: the row lock queues the second on
-    # PostgreSQL; on SQLite the first write below takes the database's single write lock.
-    session.execute(select(Operator.id).where(Operator.id == operator.id).with_for_update())
     revoked = revoke_operator_tokens(session, operator.id, "web_regenerated", source=WEB_SOURCE)
     issued = tokens.issue(
         session,

@@ -15,14 +15,19 @@ _NO_NUL = "^[^\\u0000]*$"
 
 async def read_form(request: Request) -> dict[str, str]:
     """The parameters of a token request; empty ones count as absent (RFC 6749 §3.1)."""
-    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    media_type, *params = request.headers.get("content-type", "").split(";")
     if media_type.strip().lower() != FORM_TYPE:
         if request.url.query and not media_type.strip():
             raise InvalidRequest(
                 f"send the parameters in the request body as {FORM_TYPE}, not in the query string"
             )
         raise InvalidRequest(f"send the parameters as {FORM_TYPE}, not as a JSON or other body")
-    charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
+    # Media type parameters other than charset mean nothing here (RFC 9110 §8.3.1).
+    charset = "utf-8"
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
     if charset not in ("utf-8", "utf8"):
         raise InvalidRequest("the form must be encoded in UTF-8")
 

@@ -1,9 +1,12 @@
 """Engine and sessions."""
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,7 +16,8 @@ from erpauth.config import Settings
 def make_engine(settings: Settings) -> Engine:
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _create_private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -51,6 +55,21 @@ def make_async_engine(settings: Settings) -> AsyncEngine | None:
         pool_timeout=10,
         isolation_level="AUTOCOMMIT",
     )
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Makes the SQLite file readable by its owner only, before SQLite makes it with the umask.
+
+    It holds password hashes and the audit trail; SQLite gives its -wal and -shm files the
+    same mode.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

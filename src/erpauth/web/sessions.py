@@ -8,7 +8,7 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -99,22 +99,31 @@ def load_session(
         return None
     web_session, operator = row
 
+    # Written as statements, not through the loaded row: another request may end the session
+    # meanwhile (sign-out in another tab, a password change), and the ORM would take a write
+    # that finds no row for a conflict and fail the page.
     now = datetime.now(UTC)
     idle_limit = web_session.last_seen_at + timedelta(minutes=settings.session_idle_minutes)
     if web_session.expires_at <= now or idle_limit <= now or not operator.is_active:
-        session.delete(web_session)
-        session.flush()
+        end_session(session, session_id)
         return None
 
     if now - web_session.last_seen_at > TOUCH_RESOLUTION:
-        web_session.last_seen_at = now
+        _set(session, session_id, last_seen_at=now)
     return web_session, operator
 
 
 def mark_reauthenticated(session: Session, session_id: str) -> None:
-    web_session = session.get(WebSession, sha256_hex(session_id))
-    if web_session is not None:
-        web_session.reauthenticated_at = datetime.now(UTC)
+    _set(session, session_id, reauthenticated_at=datetime.now(UTC))
+
+
+def _set(session: Session, session_id: str, **values: datetime) -> None:
+    session.execute(
+        update(WebSession)
+        .where(WebSession.id_hash == sha256_hex(session_id))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def end_session(session: Session, session_id: str) -> None:

@@ -60,7 +60,8 @@ def signin(
     email = email.strip()[:254]
     form = {"next_path": next, "email": email}
 
-    nonce = request.cookies.get(SIGNIN_COOKIE, "")
+    cookie, _ = _signin_cookie(services)
+    nonce = request.cookies.get(cookie, "")
     if not nonce or not equal(form_token, _form_token(services, nonce)):
         audit.log_event("web.signin", "refused", origin, detail={"reason": "form_token"})
         return _signin_form(request, **form, error=FORM_EXPIRED, status=403)
@@ -112,7 +113,8 @@ def signin(
 
     response = redirect(safe_next(next) or "/home")
     set_session_cookie(response, services.settings, session_id)
-    response.delete_cookie(SIGNIN_COOKIE, path="/signin")
+    cookie, path = _signin_cookie(services)
+    response.delete_cookie(cookie, path=path, secure=services.settings.secure_cookies)
     return response
 
 
@@ -180,14 +182,15 @@ def _signin_form(
         next_path=safe_next(next_path) or "",
         form_token=_form_token(services, nonce),
     )
+    cookie, path = _signin_cookie(services)
     response.set_cookie(
-        SIGNIN_COOKIE,
+        cookie,
         nonce,
         max_age=3600,
         httponly=True,
         secure=services.settings.secure_cookies,
         samesite="lax",
-        path="/signin",
+        path=path,
     )
     return response
 
@@ -198,6 +201,15 @@ def _held_back_form(request: Request, refused: HeldBack, *, next_path: str, emai
     )
     response.headers.update(refused.headers)
     return response
+
+
+def _signin_cookie(services: Services) -> tuple[str, str]:
+    """The nonce cookie's name and path. Over HTTPS it takes the __Host- prefix, as the session
+    cookie does: a sibling subdomain could otherwise plant a nonce whose form token it knows,
+    and sign the browser in to an account of its choosing (login CSRF)."""
+    if services.settings.secure_cookies:
+        return "__Host-" + SIGNIN_COOKIE, "/"
+    return SIGNIN_COOKIE, "/signin"
 
 
 def _form_token(services: Services, nonce: str) -> str:
