@@ -19,7 +19,7 @@ NAVIGATION = (
 )
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 # The API's answer to an address it does not know, byte for byte.
-API_NOT_FOUND = b'{"error":"not_found","error_description":"Not Found"}'
+API_NOT_FOUND = b'{"error":"not_found","error_description":"there is nothing at this address"}'
 
 
 def signed_in_layout(page: httpx.Response) -> bool:

@@ -57,16 +57,21 @@ def test_session_cookie_is_httponly_and_samesite_lax_and_not_secure_over_http(
     assert "secure" not in cookie
 
 
-def test_session_cookie_is_secure_with_host_prefix_when_served_over_https(
-    live: LiveServer,
-) -> None:
-    tenant = live.tenant()
-    settings = Settings(
+def served_over_https(live: LiveServer) -> Settings:
+    """The live server's settings, as if it were served at an https:// address."""
+    return Settings(
         data_dir=live.settings.data_dir,
         database_url=live.settings.database_url,
         secret_key=None,
         public_url="https://erpauth.example",
     )
+
+
+def test_session_cookie_is_secure_with_host_prefix_when_served_over_https(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    settings = served_over_https(live)
     with live_server(settings) as https_live, Browser(https_live) as browser:
         page = browser.get("/signin")
         # The client speaks plain HTTP, so it keeps Secure cookies to itself: send it by hand.
@@ -177,12 +182,7 @@ def test_sign_in_form_nonce_planted_by_a_sibling_subdomain_is_refused_over_https
     """Login CSRF from a sibling subdomain: it can set a cookie without the __Host- prefix for
     the whole domain, with a nonce whose form token it got from its own visit."""
     tenant = live.tenant()
-    settings = Settings(
-        data_dir=live.settings.data_dir,
-        database_url=live.settings.database_url,
-        secret_key=None,
-        public_url="https://erpauth.example",
-    )
+    settings = served_over_https(live)
     with live_server(settings) as https_live, Browser(https_live) as attacker:
         page = attacker.get("/signin")
         cookie = set_cookie_header(page, "__Host-erpauth_signin")

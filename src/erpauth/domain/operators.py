@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from erpauth.domain import audit
@@ -113,6 +113,22 @@ def create_and_audit_operator(
         **(detail or {}),
     )
     return operator
+
+
+def hold_writer_lock_on_sqlite(session: Session, operator_id: uuid.UUID) -> None:
+    """On SQLite, takes the database's one writer lock now, until the session commits.
+
+    SQLite ignores FOR SHARE and FOR UPDATE, and pysqlite begins a transaction only at its
+    first write, so a locking read holds nothing there. A write that changes nothing (the
+    operator's ``updated_at`` to itself) takes the writer lock instead; writers take turns on
+    SQLite anyway. On other databases it does nothing: the caller's locking read holds the row.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    session.execute(
+        update(Operator).where(Operator.id == operator_id).values(updated_at=Operator.updated_at),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def find_operator(session: Session, email: str) -> Operator | None:

@@ -6,11 +6,12 @@ the same transaction, so an old token stops working the moment its owner regener
 
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from erpauth.domain.audit import Origin
 from erpauth.domain.errors import DomainError
+from erpauth.domain.operators import hold_writer_lock_on_sqlite
 from erpauth.domain.tokens import IssuedAccessToken, TokenService, revoke_operator_tokens
 from erpauth.storage.models import AccessToken, Company, Operator
 
@@ -56,16 +57,7 @@ def replace_web_token(
     # Two clicks racing must not leave two live tokens: the row lock queues the second. The
     # operator is read again under it: a deactivation or a permission taken away that
     # committed since it was loaded revoked their tokens, and must not miss this one.
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite ignores FOR UPDATE and pysqlite begins a transaction only at its first write:
-        # this write that changes nothing takes SQLite's one writer lock now, as the token
-        # endpoint does (erpauth.oauth.password_grant).
-        session.execute(
-            update(Operator)
-            .where(Operator.id == operator.id)
-            .values(updated_at=Operator.updated_at),
-            execution_options={"synchronize_session": False},
-        )
+    hold_writer_lock_on_sqlite(session, operator.id)  # where FOR UPDATE holds nothing
     session.scalars(
         select(Operator)
         .where(Operator.id == operator.id)

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from erpauth.abuse import SignInAttempt
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import ClientSecrets, compare_with_no_client, secret_matches
-from erpauth.domain.operators import email_key
+from erpauth.domain.operators import email_key, hold_writer_lock_on_sqlite
 from erpauth.domain.refresh_tokens import issue_token_pair, new_family_id
 from erpauth.domain.tokens import IssuedAccessToken
 from erpauth.oauth.client_auth import ClientCredentials, refuse_client
@@ -264,16 +264,7 @@ def _current_state(
         ).first()
         return (found.Company, found.ApiClient, None) if found else (None, None, None)
 
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite ignores FOR SHARE, and pysqlite begins a transaction only at its first write,
-        # so a read alone holds nothing. This write that changes nothing takes SQLite's one
-        # writer lock now, until the commit; writers take turns there anyway.
-        session.execute(
-            update(Operator)
-            .where(Operator.id == candidate.operator_id)
-            .values(updated_at=Operator.updated_at),
-            execution_options={"synchronize_session": False},
-        )
+    hold_writer_lock_on_sqlite(session, candidate.operator_id)  # where FOR SHARE holds nothing
 
     found = session.execute(
         select(Operator, Company, ApiClient)
