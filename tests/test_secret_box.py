@@ -28,3 +28,11 @@ def test_each_encryption_of_a_secret_matches_it_and_another_secret_never_does() 
     assert box.matches(new_stored, new)
     assert not box.matches(new_stored, old)
     assert box.matches(box.encrypt(old), old)
+
+
+def test_the_check_for_an_unknown_client_matches_no_secret() -> None:
+    box = SecretBox([Fernet.generate_key().decode()])
+    secret = new_client_secret()
+
+    for value in (secret, "", " ", "x" * 200, box.encrypt(secret)):
+        assert not box.matches_none(value)

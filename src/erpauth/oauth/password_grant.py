@@ -178,7 +178,7 @@ def client_refused(box: SecretBox, found: ClientSecrets | None, client_secret: s
     taken does not tell whether the ID exists. This grant and its fast path on PostgreSQL
     (password_fast_path) both decide here, on a row of their own first read."""
     if found is None:
-        compare_with_no_client(client_secret)
+        compare_with_no_client(box, client_secret)
         return True
     return not secret_matches(box, found, client_secret)
 
