@@ -105,6 +105,8 @@ def test_token_requests_beyond_the_per_ip_limit_get_an_oauth_style_429(
     assert refused.json()["error"] == "too_many_requests"
     assert refused.json()["limit"] == "token_requests_per_ip"
     assert "error_description" in refused.json()
+    assert refused.headers["RateLimit-Policy"] == '"token_requests_per_ip";q=3;w=60'
+    assert refused.headers["RateLimit"].startswith('"token_requests_per_ip";r=0;t=')
     assert from_elsewhere.status_code == 200
 
 

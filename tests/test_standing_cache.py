@@ -26,6 +26,9 @@ from tests.conftest import postgres_available
 from tests.lifecycle import cli_json, run_cli, token_pair
 from tests.support import ME_PATH, LiveServer, live_server, make_settings, postgres_database
 
+# The RateLimit-Policy field of an API answer, for a company's call limit.
+CALL_POLICY = '"company_calls_per_minute";q=%d;w=60'
+
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
@@ -149,7 +152,7 @@ def test_withdrawn_api_permission_counts_on_the_next_request(server: LiveServer)
 def test_a_new_call_limit_counts_on_the_next_request(server: LiveServer) -> None:
     tenant = server.tenant(call_limit_per_minute=200)
     token = server.access_token(tenant)
-    assert server.me(token).headers["RateLimit-Limit"] == "200"
+    assert server.me(token).headers["RateLimit-Policy"] == CALL_POLICY % 200
 
     done = run_cli(
         server,
@@ -163,7 +166,7 @@ def test_a_new_call_limit_counts_on_the_next_request(server: LiveServer) -> None
     )
     assert done.returncode == 0, done.stderr
 
-    assert server.me(token).headers["RateLimit-Limit"] == "7"
+    assert server.me(token).headers["RateLimit-Policy"] == CALL_POLICY % 7
 
 
 def test_retiring_a_key_ends_its_tokens_without_waiting_for_a_reload(

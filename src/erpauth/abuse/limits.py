@@ -52,13 +52,12 @@ class Limit:
     name: str
     amount: int
     seconds: int = 60
-    # The headers that depend on the limit alone, encoded once: they go out on every API call.
-    raw_limit: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+    # The policy (RateLimit-Policy) depends on the limit alone: encoded once, it goes out on
+    # every API call.
     raw_policy: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "raw_limit", (b"ratelimit-limit", b"%d" % self.amount))
-        policy = b"%d;w=%d" % (self.amount, self.seconds)
+        policy = b'"%s";q=%d;w=%d' % (self.name.encode(), self.amount, self.seconds)
         object.__setattr__(self, "raw_policy", (b"ratelimit-policy", policy))
 
     def describe(self) -> str:
@@ -78,22 +77,20 @@ class Usage(NamedTuple):
     reset_after: int
 
     def headers(self) -> dict[str, str]:
-        """The rate-limit fields of the IETF httpapi draft, as separate headers."""
-        return {
-            "RateLimit-Limit": str(self.limit.amount),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_after),
-            "RateLimit-Policy": f"{self.limit.amount};w={self.limit.seconds}",
-        }
+        """The RateLimit-Policy and RateLimit fields of the IETF httpapi draft (draft-08 on).
+
+        Both name the policy by the limit's name, the one a 429's ``limit`` gives: its quota
+        ``q`` per window ``w`` seconds, and what is left of it, ``r``, and the seconds ``t``
+        until calls free up again.
+        """
+        policy, state = (value.decode() for _, value in self.raw_headers())
+        return {"RateLimit-Policy": policy, "RateLimit": state}
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """``headers()`` as ASGI header pairs."""
-        return [
-            self.limit.raw_limit,
-            (b"ratelimit-remaining", b"%d" % self.remaining),
-            (b"ratelimit-reset", b"%d" % self.reset_after),
-            self.limit.raw_policy,
-        ]
+        name = self.limit.name.encode()
+        state = b'"%s";r=%d;t=%d' % (name, self.remaining, self.reset_after)
+        return [self.limit.raw_policy, (b"ratelimit", state)]
 
 
 # How long a process may admit calls from what it took from the store in advance.

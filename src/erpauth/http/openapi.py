@@ -30,10 +30,22 @@ def json_error(description: str, headers: dict[str, Any] | None = None) -> dict[
 
 _SECONDS = {"schema": {"type": "integer", "minimum": 0}}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", **_SECONDS}}
+_FIELD = {"schema": {"type": "string"}}
 RATE_LIMIT_HEADERS = {
-    "RateLimit-Limit": {"description": "The company's calls per minute.", **_SECONDS},
-    "RateLimit-Remaining": {"description": "Calls left in the current window.", **_SECONDS},
-    "RateLimit-Reset": {"description": "Seconds until more calls are allowed.", **_SECONDS},
+    "RateLimit-Policy": {
+        "description": (
+            "The company's call limit, as quota `q` per window `w` seconds: "
+            '`"company_calls_per_minute";q=200;w=60`.'
+        ),
+        **_FIELD,
+    },
+    "RateLimit": {
+        "description": (
+            "What is left of it, `r` calls, and the seconds `t` until more are allowed: "
+            '`"company_calls_per_minute";r=0;t=12`.'
+        ),
+        **_FIELD,
+    },
 }
 BASIC_CHALLENGE = {
     "WWW-Authenticate": {

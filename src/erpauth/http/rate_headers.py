@@ -8,7 +8,7 @@ NO_STORE = (b"cache-control", b"no-store")
 
 
 class BearerResponseHeaders:
-    """Marks answers about a token ``Cache-Control: no-store``, and adds RateLimit-* headers.
+    """Marks answers about a token ``Cache-Control: no-store``, and adds the RateLimit headers.
 
     ``erpauth.oauth.bearer.authenticate`` leaves the token's context and the company's
     call-limit usage in the request state; any response of such a request carries them,
@@ -44,7 +44,7 @@ def _with_headers(message: Message, usage: object) -> Message:
     for name, _ in headers:
         if name == b"cache-control":
             cache_control = True
-        elif name == b"ratelimit-limit":
+        elif name == b"ratelimit":
             rate_limit = True
     added = [*headers] if cache_control else [*headers, NO_STORE]
     if isinstance(usage, Usage) and not rate_limit:
