@@ -237,6 +237,60 @@ def test_signing_in_again_replaces_the_previous_session(live: LiveServer) -> Non
         assert other.get("/home").status_code == 303
 
 
+def password_dialog(tenant, which: str) -> tuple[object, str, dict[str, str]]:
+    """Who opens which password dialog, where it posts, and the right answer to it."""
+    if which == "access-token":
+        operator = tenant.operator
+        form = {"email": operator.email, "password": operator.password}
+        return operator, "/settings/user/api/token", form
+    admin = tenant.admin
+    return admin, "/settings/system/api/secrets/primary/show", {"password": admin.password}
+
+
+@pytest.mark.parametrize("which", ["access-token", "show-secret"])
+def test_a_password_dialog_moves_the_session_to_a_new_id_and_csrf_token(
+    live: LiveServer, which: str
+) -> None:
+    tenant = live.tenant()
+    operator, action, form = password_dialog(tenant, which)
+    with Browser(live) as browser:
+        browser.sign_in_as(operator)
+        before, old_csrf = browser.session_id, browser.csrf()
+        response = browser.post(action, form)
+        after = browser.session_id
+        shown_csrf = re.search(r'name="csrf_token" value="([^"]+)"', response.text).group(1)
+        stale_form = browser.post("/signout", {"csrf_token": old_csrf}, csrf=False)
+        sign_out = browser.post("/signout", {"csrf_token": shown_csrf}, csrf=False)
+
+    assert response.status_code == 200, response.text
+    assert "erpauth_session=" in response.headers["set-cookie"]
+    assert before and after and after != before
+    assert shown_csrf != old_csrf
+    assert stale_form.status_code == 403
+    assert sign_out.status_code == 303
+    with Browser(live) as other:
+        other.http.cookies.set(SESSION_COOKIE, before, domain="127.0.0.1")
+        assert other.get("/home").status_code == 303
+    with live.services.database.session() as session:
+        assert session.get(WebSession, sha256_hex(before)) is None
+
+
+@pytest.mark.parametrize("which", ["access-token", "show-secret"])
+def test_a_wrong_password_in_a_dialog_keeps_the_session_id(live: LiveServer, which: str) -> None:
+    tenant = live.tenant()
+    operator, action, form = password_dialog(tenant, which)
+    with Browser(live) as browser:
+        browser.sign_in_as(operator)
+        before = browser.session_id
+        response = browser.post(action, form | {"password": "not-the-password-1"})
+        after = browser.session_id
+        home = browser.get("/home")
+
+    assert response.status_code == 400
+    assert after == before
+    assert home.status_code == 200
+
+
 def test_sign_out_ends_the_session_on_the_server(live: LiveServer) -> None:
     tenant = live.tenant()
     with Browser(live) as browser:

@@ -1,17 +1,19 @@
 """Who is signed in, and whether a request may do what it asks: request dependencies."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Form, Request
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from erpauth.domain import audit
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import equal
 from erpauth.services import Services
-from erpauth.web.sessions import cookie_name, load_session
+from erpauth.storage.models import Operator
+from erpauth.web.sessions import cookie_name, load_session, reauthenticated
 
 CSRF_FIELD = "csrf_token"
 ADMIN_ONLY = "Only System Administrators can open this page."
@@ -97,6 +99,21 @@ def signed_in(request: Request) -> Viewer:
     if viewer is None:
         next_path = request.url.path if request.method == "GET" else None
         raise SignInRequired(next_path, session_ended=bool(session_id_of(request)))
+    return viewer
+
+
+def reauthenticate(
+    request: Request, session: Session, viewer: Viewer, operator: Operator
+) -> Viewer:
+    """The viewer under the new session id and CSRF token they move to, now that they typed
+    their password again; the page's answer must set the new cookie (``set_session_cookie``).
+    """
+    services = services_of(request)
+    session_id, csrf_token = reauthenticated(
+        session, services.settings, operator, origin_of(request), viewer.session_id
+    )
+    viewer = replace(viewer, session_id=session_id, csrf_token=csrf_token)
+    request.state.viewer = viewer
     return viewer
 
 

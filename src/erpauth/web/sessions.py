@@ -113,8 +113,21 @@ def load_session(
     return web_session, operator
 
 
-def mark_reauthenticated(session: Session, session_id: str) -> None:
-    _set(session, session_id, reauthenticated_at=datetime.now(UTC))
+def reauthenticated(
+    session: Session, settings: Settings, operator: Operator, origin: Origin, session_id: str
+) -> tuple[str, str]:
+    """Moves the browser whose operator just typed their password again to a new session, as
+    sign-in does, and returns its id and CSRF token; the old session ends.
+
+    The session now proves more than before, so an id someone else may know (planted, or seen
+    before) must not be the one that carries it (session fixation). A second click sent with
+    the old id at the same moment proves the password too, and gets a session of its own.
+    """
+    new_id = start_session(session, settings, operator, origin, replacing=session_id)
+    web_session = session.get(WebSession, sha256_hex(new_id))
+    assert web_session is not None  # added by start_session in this transaction
+    web_session.reauthenticated_at = datetime.now(UTC)
+    return new_id, web_session.csrf_token
 
 
 def _set(session: Session, session_id: str, **values: datetime) -> None:

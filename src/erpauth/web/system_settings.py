@@ -13,10 +13,10 @@ from erpauth.domain.companies import check_token_policy, set_token_policy
 from erpauth.domain.errors import DomainError, NotFound
 from erpauth.http.origin import origin_of
 from erpauth.storage.models import ApiClient, Company, Operator
-from erpauth.web.access import AdminForm, SystemAdmin, Viewer, services_of
+from erpauth.web.access import AdminForm, SystemAdmin, Viewer, reauthenticate, services_of
 from erpauth.web.defences import check_password_again, held_back
 from erpauth.web.render import page, redirect, sentence
-from erpauth.web.sessions import mark_reauthenticated
+from erpauth.web.sessions import set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 
@@ -117,9 +117,12 @@ def show_secret(
 
     with services.database.session() as session:
         client = _record_show(session, request, viewer, checked, "success")
-        mark_reauthenticated(session, viewer.session_id)
         secret = reveal_secret(services.box, client, checked)
-    return _api_tab(request, viewer, revealed={checked: secret})
+        operator = session.get(Operator, viewer.operator_id)
+        viewer = reauthenticate(request, session, viewer, operator)
+    response = _api_tab(request, viewer, revealed={checked: secret})
+    set_session_cookie(response, services.settings, viewer.session_id)
+    return response
 
 
 @router.post(API_TAB + "/secrets/{slot}/regenerate")

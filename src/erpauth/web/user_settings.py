@@ -22,12 +22,11 @@ from erpauth.domain.web_tokens import (
 from erpauth.http.origin import origin_of
 from erpauth.security.passwords import MIN_PASSWORD_LENGTH, password_problem
 from erpauth.storage.models import Operator
-from erpauth.web.access import CheckedForm, SignedIn, Viewer, services_of
+from erpauth.web.access import CheckedForm, SignedIn, Viewer, reauthenticate, services_of
 from erpauth.web.defences import check_password_again, held_back
 from erpauth.web.render import page, redirect, sentence
 from erpauth.web.sessions import (
     end_operator_sessions,
-    mark_reauthenticated,
     set_session_cookie,
     start_session,
 )
@@ -181,7 +180,6 @@ def make_token(
             operator = session.get(Operator, viewer.operator_id)
             if operator.password_hash != password_hash:
                 raise DomainError(CHANGED_MEANWHILE)
-            mark_reauthenticated(session, viewer.session_id)
             issued, replaced = replace_web_token(session, services.tokens, operator, origin)
             audit.record(
                 session,
@@ -196,9 +194,13 @@ def make_token(
                 source=WEB_SOURCE,
                 replaced=replaced,
             )
+            # Last: a refusal above rolls back and leaves the session as it was.
+            viewer = reauthenticate(request, session, viewer, operator)
     except DomainError as exc:
         return _api_tab(request, viewer, error=str(exc), status=403)
-    return _api_tab(request, viewer, new_token=issued)
+    response = _api_tab(request, viewer, new_token=issued)
+    set_session_cookie(response, services.settings, viewer.session_id)
+    return response
 
 
 @router.post(API_TAB + "/token/delete")
