@@ -38,7 +38,7 @@ def test_changing_the_password_keeps_this_browser_and_ends_other_browsers_and_to
         confirmation = here.get(response.headers["location"]).text
 
     assert response.status_code == 303
-    assert response.headers["location"] == "/settings/user?notice=password-changed"
+    assert response.headers["location"] == "/settings/user"
     assert SESSION_COOKIE in response.headers["set-cookie"], "a new session id"
     assert here.session_id != old_session
     assert here_after.status_code == 200

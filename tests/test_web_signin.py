@@ -299,11 +299,52 @@ def test_sign_out_ends_the_session_on_the_server(live: LiveServer) -> None:
         response = browser.post("/signout")
 
     assert response.status_code == 303
-    assert response.headers["location"] == "/signin?notice=signed-out"
+    assert response.headers["location"] == "/signin"
     with Browser(live) as replay:
         replay.http.cookies.set(SESSION_COOKIE, session_id, domain="127.0.0.1")
         assert replay.get("/home").headers["location"].startswith("/signin")
     assert ("web.signout", "success") in audit_kinds(live, tenant.company_id)
+
+
+def test_a_notice_after_a_redirect_is_shown_once_and_never_put_in_the_address(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        response = browser.post("/signout")
+        first = browser.get(response.headers["location"])
+        again = browser.get("/signin")
+
+    assert response.headers["location"] == "/signin"
+    assert "erpauth_notice=" in response.headers["set-cookie"]
+    assert "You are signed out." in first.text
+    assert "You are signed out." not in again.text
+
+
+def test_a_notice_waits_for_its_own_page_and_cannot_be_forged_or_linked(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        saved = browser.post(
+            "/settings/system/api/policy",
+            {"token_expiry_hours": "1", "call_limit_per_minute": "60"},
+        )
+        elsewhere = browser.get("/users")
+        own_page = browser.get("/settings/system/api")
+        browser.http.cookies.set("erpauth_notice", "policy-saved.forged", domain="127.0.0.1")
+        forged = browser.get("/settings/system/api")
+
+    assert saved.headers["location"] == "/settings/system/api"
+    assert "Token expiry and call limit saved." not in elsewhere.text
+    assert "Token expiry and call limit saved." in own_page.text
+    assert "Token expiry and call limit saved." not in forged.text
+    with Browser(live) as stranger:
+        linked = stranger.get("/signin?notice=signed-out")
+    assert linked.status_code == 200
+    assert "You are signed out." not in linked.text
 
 
 def test_sign_out_without_csrf_token_is_refused_with_a_page(live: LiveServer) -> None:
@@ -333,9 +374,11 @@ def test_session_past_its_idle_or_absolute_limit_is_ended(live: LiveServer, colu
                 .values({column: long_ago})
             )
         response = browser.get("/home")
+        signin_page = browser.get(response.headers["location"])
 
     assert response.status_code == 303
-    assert response.headers["location"] == "/signin?notice=session-ended"
+    assert response.headers["location"] == "/signin"
+    assert "Your session has ended." in signin_page.text
     assert "max-age=0" in set_cookie_header(response, SESSION_COOKIE).lower()
     with live.services.database.session() as session:
         assert session.get(WebSession, sha256_hex(session_id)) is None

@@ -267,3 +267,19 @@ def test_reloading_after_creating_an_operator_sends_nothing_again(
     expect(page.get_by_role("row").filter(has_text=email)).to_be_visible()
     expect(page.get_by_text("exists already")).to_have_count(0)
     expect(page.locator("#new-password")).to_have_count(0)
+
+
+def test_a_notice_is_shown_once_and_a_reload_does_not_show_it_again(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    sign_in(page, tenant.admin)
+    page.goto("/settings/system/api")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Token expiry and call limit saved.")).to_be_visible()
+    expect(page).to_have_url(f"{web.url}/settings/system/api")
+
+    page.reload()
+
+    expect(page.get_by_label("Token expiry")).to_be_visible()
+    expect(page.get_by_text("Token expiry and call limit saved.")).to_have_count(0)

@@ -26,7 +26,7 @@ from erpauth.http.errors import database_unreachable, where
 from erpauth.http.middleware import BodyTooLarge
 from erpauth.web.access import CsrfRefused, SignInRequired, Viewer, current_viewer, session_id_of
 from erpauth.web.defences import held_back
-from erpauth.web.render import page, redirect, render, sentence
+from erpauth.web.render import page, redirect, redirect_with_notice, render, sentence
 from erpauth.web.sessions import clear_session_cookie
 
 log = logging.getLogger("erpauth.web")
@@ -229,9 +229,9 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
     query = {}
     if exc.next_path and exc.next_path not in ("/", "/home"):
         query["next"] = exc.next_path
-    if exc.session_ended:
-        query["notice"] = "session-ended"
-    response = redirect("/signin" + (f"?{urlencode(query)}" if query else ""))
-    if exc.session_ended:
-        clear_session_cookie(response, request.app.state.settings)
+    url = "/signin" + (f"?{urlencode(query)}" if query else "")
+    if not exc.session_ended:
+        return redirect(url)
+    response = redirect_with_notice(request, url, "session-ended")
+    clear_session_cookie(response, request.app.state.settings)
     return response

@@ -3,12 +3,15 @@
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.responses import Response
 
-from erpauth.web.access import CSRF_FIELD, Viewer
+from erpauth.security.secrets import equal
+from erpauth.web.access import CSRF_FIELD, Viewer, services_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -16,8 +19,8 @@ STATIC = Path(__file__).parent / "static"
 # Pages show tokens, secrets and passwords: no cache may keep a copy.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
-# Messages a redirect may ask the next page to show, by code. Only these fixed texts can
-# appear, so a crafted link cannot put words of its own on our pages.
+# Messages a redirect may ask the next page to show, by code, once (``redirect_with_notice``).
+# Only these fixed texts can appear, so nobody can put words of their own on our pages.
 NOTICES = {
     "signed-out": "You are signed out.",
     "session-ended": "Your session has ended. Please sign in again.",
@@ -44,6 +47,13 @@ NOTICES = {
         "browsers were signed out; this one stays signed in."
     ),
 }
+
+
+# The notice travels in a cookie that lives a minute, not in the address: a reload, a bookmark
+# or the address bar then never shows it again. It names the page it is for, with an HMAC
+# made with the server key, so it cannot be planted or moved to another page.
+NOTICE_COOKIE = "erpauth_notice"
+NOTICE_SECONDS = 60
 
 
 def when(value: datetime | None, empty: str = "—") -> str:
@@ -84,7 +94,7 @@ def page(
     """The page as an answer. ``address``: where the page lives, for a page that also answers
     forms. The browser then shows that address, and reloading the page fetches it afresh
     instead of sending the form again (which would, say, make yet another access token)."""
-    notice = NOTICES.get(request.query_params.get("notice", ""))
+    notice = _notice_for(request)
     body = render(
         template,
         request=request,
@@ -95,7 +105,12 @@ def page(
         answers_form=request.method == "POST",
         **context,
     )
-    return HTMLResponse(body, status_code=status, headers=NO_STORE)
+    response = HTMLResponse(body, status_code=status, headers=NO_STORE)
+    if notice is not None:
+        # Shown once. A notice for another page is left alone (another tab may be on its way
+        # there); its cookie lasts a minute.
+        _forget_notice(request, response)
+    return response
 
 
 def render(template: str, **context: Any) -> str:
@@ -106,3 +121,50 @@ def render(template: str, **context: Any) -> str:
 def redirect(url: str) -> RedirectResponse:
     """303 See Other: after a form, the browser fetches the next page with GET."""
     return RedirectResponse(url, status_code=303, headers=NO_STORE)
+
+
+def redirect_with_notice(request: Request, url: str, notice: str) -> RedirectResponse:
+    """A redirect whose next page shows the notice once; the address stays ``url``."""
+    services = services_of(request)
+    response = redirect(url)
+    path = urlsplit(url).path
+    response.set_cookie(
+        _notice_cookie(request),
+        f"{notice}.{_notice_mac(request, path, notice)}",
+        max_age=NOTICE_SECONDS,
+        httponly=True,
+        secure=services.settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
+    return response
+
+
+def _notice_for(request: Request) -> str | None:
+    """The notice a redirect left for this page, if the cookie is genuine and for this page."""
+    value = request.cookies.get(_notice_cookie(request), "")
+    code, _, mac = value.partition(".")
+    if code not in NOTICES or not equal(mac, _notice_mac(request, request.url.path, code)):
+        return None
+    return NOTICES[code]
+
+
+def _notice_mac(request: Request, path: str, code: str) -> str:
+    return services_of(request).box.derive(f"notice:{path}:{code}")
+
+
+def _notice_cookie(request: Request) -> str:
+    # As the session cookie: over HTTPS the __Host- prefix keeps sibling subdomains out.
+    if services_of(request).settings.secure_cookies:
+        return "__Host-" + NOTICE_COOKIE
+    return NOTICE_COOKIE
+
+
+def _forget_notice(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        _notice_cookie(request),
+        path="/",
+        secure=services_of(request).settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
+    )

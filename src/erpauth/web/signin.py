@@ -16,7 +16,7 @@ from erpauth.storage.models import Operator
 from erpauth.web.access import CheckedForm, SignedIn, current_viewer, services_of, session_id_of
 from erpauth.web.defences import SIGN_IN, HeldBack, before_password_check, held_back
 from erpauth.web.errors import is_page_path
-from erpauth.web.render import page, redirect
+from erpauth.web.render import page, redirect, redirect_with_notice
 from erpauth.web.sessions import (
     clear_session_cookie,
     end_session,
@@ -132,7 +132,7 @@ def signout(request: Request, viewer: CheckedForm) -> Response:
             operator_id=viewer.operator_id,
         )
 
-    response = redirect("/signin?notice=signed-out")
+    response = redirect_with_notice(request, "/signin", "signed-out")
     clear_session_cookie(response, services.settings)
     return response
 

@@ -15,7 +15,7 @@ from erpauth.http.origin import origin_of
 from erpauth.storage.models import ApiClient, Company, Operator
 from erpauth.web.access import AdminForm, SystemAdmin, Viewer, reauthenticate, services_of
 from erpauth.web.defences import check_password_again, held_back
-from erpauth.web.render import page, redirect, sentence
+from erpauth.web.render import page, redirect_with_notice, sentence
 from erpauth.web.sessions import set_session_cookie
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +83,7 @@ def save_policy(
             call_limit_per_minute=limit,
             before=before,
         )
-    return redirect(API_TAB + "?notice=policy-saved")
+    return redirect_with_notice(request, API_TAB, "policy-saved")
 
 
 @router.post(API_TAB + "/secrets/{slot}/show")
@@ -142,7 +142,7 @@ def regenerate(request: Request, viewer: AdminForm, slot: str) -> Response:
             client_id=client.client_id,
             slot=checked,
         )
-    return redirect(f"{API_TAB}?notice={checked}-regenerated")
+    return redirect_with_notice(request, API_TAB, f"{checked}-regenerated")
 
 
 def _record_show(

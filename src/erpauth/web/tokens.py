@@ -15,7 +15,7 @@ from erpauth.domain import audit
 from erpauth.domain.sessions import TokenSummary, company_operator, list_tokens, revoke_token
 from erpauth.http.origin import origin_of
 from erpauth.web.access import AdminForm, CheckedForm, SignedIn, SystemAdmin, Viewer, services_of
-from erpauth.web.render import page, redirect
+from erpauth.web.render import page, redirect_with_notice
 
 router = APIRouter(include_in_schema=False)
 
@@ -64,7 +64,8 @@ def sessions_tab(request: Request, viewer: SignedIn) -> Response:
 @router.post(SESSIONS_TAB + "/{jti}/revoke")
 def revoke_own_token(request: Request, viewer: CheckedForm, jti: str) -> Response:
     revoked = _revoke(request, viewer, viewer.operator_id, jti, "revoked_by_operator")
-    return redirect(f"{SESSIONS_TAB}?notice={'token-revoked' if revoked else 'token-gone'}")
+    notice = "token-revoked" if revoked else "token-gone"
+    return redirect_with_notice(request, SESSIONS_TAB, notice)
 
 
 @router.get("/users/{operator_id}/tokens")
@@ -99,7 +100,7 @@ def revoke_operator_token(
         subject = company_operator(session, viewer.company_id, operator_id).id
     revoked = _revoke(request, viewer, subject, jti, "revoked_by_administrator")
     notice = "token-revoked" if revoked else "token-gone"
-    return redirect(f"/users/{subject}/tokens?notice={notice}")
+    return redirect_with_notice(request, f"/users/{subject}/tokens", notice)
 
 
 def _revoke(

@@ -24,7 +24,7 @@ from erpauth.security.passwords import MIN_PASSWORD_LENGTH, password_problem
 from erpauth.storage.models import Operator
 from erpauth.web.access import CheckedForm, SignedIn, Viewer, reauthenticate, services_of
 from erpauth.web.defences import check_password_again, held_back
-from erpauth.web.render import page, redirect, sentence
+from erpauth.web.render import page, redirect, redirect_with_notice, sentence
 from erpauth.web.sessions import (
     end_operator_sessions,
     set_session_cookie,
@@ -116,7 +116,7 @@ def change_password(
             via="web",
         )
 
-    response = redirect(GENERAL_TAB + "?notice=password-changed")
+    response = redirect_with_notice(request, GENERAL_TAB, "password-changed")
     set_session_cookie(response, services.settings, session_id)
     return response
 
@@ -221,7 +221,9 @@ def delete_token(request: Request, viewer: CheckedForm) -> Response:
                 reason="web_deleted",
                 count=revoked,
             )
-    return redirect(API_TAB + ("?notice=token-deleted" if revoked else ""))
+    if not revoked:
+        return redirect(API_TAB)
+    return redirect_with_notice(request, API_TAB, "token-deleted")
 
 
 def _general_tab(

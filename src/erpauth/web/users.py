@@ -21,7 +21,7 @@ from erpauth.http.origin import origin_of
 from erpauth.security.secrets import new_password
 from erpauth.storage.models import Company, Operator
 from erpauth.web.access import AdminForm, SystemAdmin, Viewer, services_of
-from erpauth.web.render import page, redirect, sentence
+from erpauth.web.render import page, redirect_with_notice, sentence
 from erpauth.web.sessions import end_operator_sessions
 
 router = APIRouter(include_in_schema=False)
@@ -96,7 +96,8 @@ def change_active(
             end_operator_sessions(session, operator.id)
         kind = "operator.activate" if active else "operator.deactivate"
         _record_change(session, request, viewer, operator, kind)
-    return redirect(f"{USERS}?notice=operator-{'activated' if active else 'deactivated'}")
+    notice = f"operator-{'activated' if active else 'deactivated'}"
+    return redirect_with_notice(request, USERS, notice)
 
 
 @router.post(USERS + "/{operator_id}/api-permission")
@@ -110,7 +111,7 @@ def change_api_permission(
         set_api_permission(session, operator, allowed)
         kind = "permission.grant" if allowed else "permission.revoke"
         _record_change(session, request, viewer, operator, kind)
-    return redirect(f"{USERS}?notice=api-{'granted' if allowed else 'revoked'}")
+    return redirect_with_notice(request, USERS, f"api-{'granted' if allowed else 'revoked'}")
 
 
 @router.post(USERS + "/{operator_id}/password")
