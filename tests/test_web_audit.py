@@ -4,13 +4,16 @@ import html
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
 
+import erpauth
 from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.storage.models import AuditEvent
+from erpauth.web.audit_trail import REASONS, reason_label
 from tests.support import LiveServer, Tenant
 from tests.web_support import Browser
 
@@ -342,3 +345,60 @@ def test_a_position_before_all_events_or_after_them_is_answered_not_refused(
     assert steps_on(from_the_start.text) == list(range(10, 60)), "the oldest 50"
     assert link(from_the_start.text, "next") is None
     assert link(from_the_start.text, "prev") is not None
+
+
+def test_reasons_show_in_words_with_their_code_kept_as_a_title(live: LiveServer) -> None:
+    tenant = live.tenant()
+    with Browser(live) as stranger:
+        stranger.sign_in(tenant.operator.email, "not-the-password-1")
+    with live.services.database.session() as session:
+        audit.record(
+            session,
+            "token.revoke",
+            "success",
+            Origin(ip_address="192.0.2.1"),
+            company_id=tenant.company_id,
+            reason="a_reason_added_later",
+        )
+    with Browser(live) as browser:
+        table = events_table(browser.sign_in_as(tenant.admin).get(AUDIT).text)
+
+    assert '<dd title="wrong_credentials" data-code="wrong_credentials">' in table
+    assert "Wrong e-mail or password</dd>" in table
+    assert "<dd>wrong_credentials</dd>" not in table
+    assert '<dd title="a_reason_added_later" data-code="a_reason_added_later">' in table
+    assert "A reason added later</dd>" in table
+
+
+def test_every_reason_the_code_records_has_words_on_the_audit_trail() -> None:
+    source = Path(erpauth.__file__).parent
+    patterns = [
+        r'\breason="([a-z_]+)"',  # audit.record(..., reason="...")
+        r'"reason": "([a-z_]+)"',  # detail={"reason": "..."}
+        r'return "([a-z_]+)", [A-Z_]+\b',  # (reason, message) of a refusal
+        r'\brevoke_[a-z_]+\(\s*session, [^,()]+, "([a-z_]+)"',  # revoked_reason of a token
+        r'"(revoked_by_[a-z]+)"',  # a reason handed on to _revoke
+    ]
+    found = {
+        code
+        for path in source.rglob("*.py")
+        for pattern in patterns
+        for code in re.findall(pattern, path.read_text())
+    }
+
+    assert len(found) >= 20, found  # the patterns still find what the code records
+    assert sorted(found - REASONS.keys()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("operator_inactive", "The operator is deactivated"),
+        ("new_kind_of_refusal", "New kind of refusal"),
+        ("", ""),
+    ],
+)
+def test_reason_label_names_known_codes_and_makes_unknown_ones_readable(
+    code: str, words: str
+) -> None:
+    assert reason_label(code) == words

@@ -73,6 +73,45 @@ KINDS = {
     "password.change": "Password changed",
 }
 
+# Why something was refused or revoked (the ``reason`` of an event's details), in words. The
+# code stays in the stored event, in `erpauth audit-export` and in the page's title attribute.
+REASONS = {
+    # Sign-in, password dialogs and the token endpoint
+    "wrong_credentials": "Wrong e-mail or password",
+    "wrong_current_password": "Wrong current password",
+    "form_token": "Sign-in form expired or not from this site",
+    "invalid_client": "Wrong client ID or client secret",
+    "client_gone": "The API client no longer exists",
+    "operator_gone": "The operator no longer exists",
+    "operator_inactive": "The operator is deactivated",
+    "no_api_permission": "The operator has no API permission",
+    "license_api_disabled": "The company's license has no API access",
+    # Refresh tokens
+    "unknown_refresh_token": "Unknown refresh token",
+    "other_client": "Refresh token of another API client",
+    "revoked": "Refresh token revoked",
+    "expired": "Refresh token expired",
+    "password_changed": "The password was changed since the token was issued",
+    "refresh_token_reused": "Refresh token used twice",
+    # Revocations
+    "other_company": "Token of another company",
+    "revoked_by_client": "Revoked by the integration",
+    "revoked_by_operator": "Revoked by the operator (User Settings → Sessions)",
+    "revoked_by_administrator": "Revoked by a System Administrator",
+    "web_deleted": "Deleted by the operator (User Settings → API)",
+    "web_regenerated": "Replaced by a regenerated token (User Settings → API)",
+    "operator_deactivated": "The operator was deactivated",
+    "api_permission_revoked": "API permission was revoked",
+}
+
+
+def reason_label(code: str) -> str:
+    """A reason code in words; a code not named in ``REASONS`` is still made readable."""
+    if code in REASONS:
+        return REASONS[code]
+    words = code.replace("_", " ").replace(".", " ").strip()
+    return words[:1].upper() + words[1:] if words else code
+
 
 @dataclass
 class Filters:
@@ -113,6 +152,16 @@ class Person:
 
 
 @dataclass(frozen=True)
+class Detail:
+    """One detail of an event as shown: its name, its value in words, and the stored code
+    behind those words when they differ (shown as a tooltip)."""
+
+    key: str
+    value: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
 class EventRow:
     day: str
     time: str
@@ -123,7 +172,7 @@ class EventRow:
     actor: Person | None
     ip_address: str | None
     user_agent: str | None
-    details: list[tuple[str, str]]
+    details: list[Detail]
 
 
 @router.get(AUDIT)
@@ -333,11 +382,17 @@ def _row(event: AuditEvent, people: dict[uuid.UUID, Person]) -> EventRow:
         ip_address=event.ip_address,
         user_agent=event.user_agent,
         details=[
-            (key, _plain(value))
+            _detail(key, value)
             for key, value in sorted((event.detail or {}).items())
             if value is not None
         ],
     )
+
+
+def _detail(key: str, value: Any) -> Detail:
+    if key == "reason" and isinstance(value, str):
+        return Detail(key, reason_label(value), value)
+    return Detail(key, _plain(value))
 
 
 def _plain(value: Any) -> str:
