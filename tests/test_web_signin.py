@@ -525,7 +525,9 @@ def test_navigation_shows_admin_pages_only_to_system_administrators(live: LiveSe
         assert link not in operator_home
 
 
-@pytest.mark.parametrize("path", ["/settings/system", "/settings/system/api", "/users"])
+@pytest.mark.parametrize(
+    "path", ["/settings/system", "/settings/system/general", "/settings/system/api", "/users"]
+)
 def test_admin_pages_refuse_operators_with_a_403_page(live: LiveServer, path: str) -> None:
     tenant = live.tenant()
     with Browser(live) as browser:

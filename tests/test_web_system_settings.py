@@ -27,6 +27,33 @@ def policy_of(live: LiveServer, company_id) -> tuple[int, int]:
         return company.token_expiry_hours, company.call_limit_per_minute
 
 
+GENERAL_TAB = "/settings/system/general"
+
+
+def current_tab(page: str) -> str | None:
+    found = re.search(r'<a href="([^"]+)" class="tab" aria-current="page">', page)
+    return found.group(1) if found else None
+
+
+def test_general_tab_has_an_address_of_its_own_and_is_the_tab_shown_current(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        general = browser.get(GENERAL_TAB)
+        api = browser.get(API_TAB)
+        opened = browser.get("/settings/system")
+
+    assert general.status_code == 200
+    assert tenant.code in general.text
+    assert current_tab(general.text) == GENERAL_TAB
+    assert current_tab(api.text) == API_TAB
+    assert f'<a href="{GENERAL_TAB}" class="tab"' in api.text
+    assert opened.status_code == 303
+    assert opened.headers["location"] == GENERAL_TAB
+
+
 def test_admin_sees_license_client_id_and_masked_secrets(live: LiveServer) -> None:
     tenant = live.tenant()
     with Browser(live) as browser:

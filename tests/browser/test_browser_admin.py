@@ -283,3 +283,21 @@ def test_a_notice_is_shown_once_and_a_reload_does_not_show_it_again(
 
     expect(page.get_by_label("Token expiry")).to_be_visible()
     expect(page.get_by_text("Token expiry and call limit saved.")).to_have_count(0)
+
+
+def test_system_settings_tabs_each_have_an_address_and_show_which_is_open(
+    page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    sign_in(page, tenant.admin)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="System Settings").click()
+    tabs = page.get_by_role("navigation", name="System Settings sections")
+
+    tabs.get_by_role("link", name="General").click()
+
+    expect(page).to_have_url(f"{web.url}/settings/system/general")
+    expect(tabs.get_by_role("link", name="General")).to_have_attribute("aria-current", "page")
+    expect(tabs.get_by_role("link", name="API")).not_to_have_attribute("aria-current", "page")
+    expect(page.get_by_text(tenant.code).first).to_be_visible()
+    page.reload()
+    expect(page).to_have_url(f"{web.url}/settings/system/general")

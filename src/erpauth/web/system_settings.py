@@ -15,17 +15,25 @@ from erpauth.http.origin import origin_of
 from erpauth.storage.models import ApiClient, Company, Operator
 from erpauth.web.access import AdminForm, SystemAdmin, Viewer, reauthenticate, services_of
 from erpauth.web.defences import check_password_again, held_back
-from erpauth.web.render import page, redirect_with_notice, sentence
+from erpauth.web.render import page, redirect, redirect_with_notice, sentence
 from erpauth.web.sessions import set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 
-API_TAB = "/settings/system/api"
+SYSTEM_SETTINGS = "/settings/system"
+GENERAL_TAB = SYSTEM_SETTINGS + "/general"
+API_TAB = SYSTEM_SETTINGS + "/api"
 SLOTS: tuple[SecretSlot, ...] = get_args(SecretSlot)
 WRONG_PASSWORD = "The password is wrong."
 
 
-@router.get("/settings/system")
+@router.get(SYSTEM_SETTINGS)
+def system_settings(viewer: SystemAdmin) -> Response:
+    """System Settings opens on its first tab, which has an address of its own."""
+    return redirect(GENERAL_TAB)
+
+
+@router.get(GENERAL_TAB)
 def general_tab(request: Request, viewer: SystemAdmin) -> Response:
     services = services_of(request)
     with services.database.session() as session:
@@ -35,6 +43,7 @@ def general_tab(request: Request, viewer: SystemAdmin) -> Response:
         request,
         "system_general.html",
         viewer=viewer,
+        address=GENERAL_TAB,
         active="system-settings",
         tab="general",
         created_at=created_at,
