@@ -1,14 +1,18 @@
 """Errors on web pages are pages, never a traceback; the API keeps answering in JSON."""
 
+import re
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 import erpauth.web.user_settings
-from erpauth.web.errors import prefers_html
+from erpauth.app import create_app
+from erpauth.web.errors import is_page_path, prefers_html
 from tests.support import ME_PATH, TOKEN_PATH, LiveServer
 from tests.web_support import SESSION_COOKIE, Browser
 
@@ -305,3 +309,45 @@ def test_a_nul_character_in_a_form_or_filter_is_a_400_page_not_a_database_outage
         assert response.status_code == 400, response.text
         assert response.headers["content-type"].startswith("text/html")
         assert "cannot reach its database" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/signin", "GET, HEAD, POST"),
+        ("/signout", "POST"),
+        ("/users", "GET, HEAD, POST"),
+        ("/settings/user/api/token", "POST"),
+        ("/settings/system/api/secrets/primary/show", "POST"),
+        (f"/users/{uuid.uuid4()}/tokens", "GET, HEAD"),
+    ],
+)
+def test_a_method_a_page_does_not_take_is_answered_with_every_method_it_does(
+    live: LiveServer, path: str, allowed: str
+) -> None:
+    with live.client() as http:
+        options = http.options(path)
+        delete = http.delete(path, headers={"Accept": NAVIGATION})
+
+    for answer in (options, delete):
+        assert answer.status_code == 405
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["allow"] == allowed
+
+
+def test_every_page_lists_in_allow_the_methods_of_all_its_routes(live: LiveServer) -> None:
+    # Each page's address, with a value for each parameter, and what its routes take.
+    taken: dict[str, set[str]] = {}
+    for route in create_app(live.settings, live.services).router.routes:
+        if isinstance(route, APIRoute) and is_page_path(route.path):
+            address = re.sub(r"\{[^}]+\}", "primary", route.path)
+            taken.setdefault(address, set()).update(route.methods)
+    assert len(taken) >= 15, taken
+
+    with live.client() as http:
+        answers = {address: http.options(address) for address in taken}
+
+    for address, methods in taken.items():
+        expected = methods | ({"HEAD"} if "GET" in methods else set())
+        allow = answers[address].headers.get("allow", "")
+        assert set(allow.split(", ")) == expected, address

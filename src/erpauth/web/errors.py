@@ -18,6 +18,7 @@ from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Scope
 
 from erpauth.abuse import Saturated, Throttled
@@ -128,6 +129,8 @@ async def error_page(request: Request, exc: Exception) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, HTTPException | Throttled | Saturated):
         headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = allowed_methods(request)
     response = page(
         request,
         "error.html",
@@ -139,6 +142,22 @@ async def error_page(request: Request, exc: Exception) -> Response:
     )
     response.headers.update(headers)
     return response
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods the address takes, for ``Allow``: those of every route at its path.
+
+    Starlette names only the first route that matched the path, and a page often has two,
+    ``GET`` to show it and ``POST`` for its form. HEAD is answered wherever GET is.
+    """
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def _describe(request: Request, exc: Exception) -> tuple[int, str, str]:
