@@ -3,13 +3,21 @@ and force password changes."""
 
 import threading
 
+import pytest
 from sqlalchemy import func, select
 
-from erpauth.domain.operators import find_operator
+from erpauth.domain.errors import Conflict
+from erpauth.domain.operators import find_operator, force_password_change
 from erpauth.storage.models import Operator
 from tests.lifecycle import audit_events, refresh, token_pair
 from tests.support import LiveServer
-from tests.web_support import Browser, audit_kinds, live_web_tokens, new_password_on
+from tests.web_support import (
+    Browser,
+    audit_kinds,
+    live_web_tokens,
+    new_password_on,
+    password_version_on,
+)
 
 USERS = "/users"
 
@@ -189,7 +197,7 @@ def test_force_password_change_shows_a_new_one_once_and_ends_tokens_and_sessions
     with Browser(live) as admin, Browser(live) as operator:
         admin.sign_in_as(tenant.admin)
         operator.sign_in_as(tenant.operator)
-        response = admin.post(f"{USERS}/{tenant.operator.id}/password")
+        response = admin.force_password_change(tenant.operator.id)
         later = admin.get(USERS).text
         signed_out = operator.get("/home")
 
@@ -303,3 +311,78 @@ def test_web_tokens_of_a_deactivated_operator_stop_working(live: LiveServer) -> 
 
     assert live.me(token).status_code == 401
     assert live_web_tokens(live, tenant.operator.id) == []
+
+
+def test_a_force_password_change_that_lost_to_another_shows_no_password(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as first, Browser(live) as second:
+        first.sign_in_as(tenant.admin)
+        second.sign_in_as(tenant.admin)
+        # Both administrators have the Users page open, made before either change.
+        seen = password_version_on(second.get(USERS).text, tenant.operator.id)
+        won = first.force_password_change(tenant.operator.id)
+        lost = second.post(f"{USERS}/{tenant.operator.id}/password", {"password_version": seen})
+        after = second.force_password_change(tenant.operator.id)
+
+    assert won.status_code == 200
+    assert lost.status_code == 409
+    assert new_password_on(lost.text) is None
+    assert "The password was changed by someone else just now" in lost.text
+    assert after.status_code == 200, "from the page as it is now, a new change goes through"
+    password = new_password_on(after.text)
+    with Browser(live) as fresh:
+        assert fresh.sign_in(tenant.operator.email, password).status_code == 303
+
+
+def test_force_password_changes_at_once_show_only_the_password_that_is_stored(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    admins = [Browser(live).sign_in_as(tenant.admin) for _ in range(2)]
+    page = admins[0].get(USERS).text
+    form = {"password_version": password_version_on(page, tenant.operator.id)}
+    clicks = [(dict(admin.http.cookies), admin.csrf()) for admin in admins for _ in range(3)]
+    answers: list[tuple[int, str]] = []
+    start = threading.Barrier(len(clicks), timeout=30)
+
+    def click(cookies: dict[str, str], csrf: str) -> None:
+        with live.client(cookies=cookies) as http:
+            start.wait()
+            response = http.post(
+                f"{USERS}/{tenant.operator.id}/password", data=form | {"csrf_token": csrf}
+            )
+            answers.append((response.status_code, response.text))
+
+    threads = [threading.Thread(target=click, args=click_args) for click_args in clicks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for admin in admins:
+        admin.http.close()
+
+    shown = [new_password_on(text) for status, text in answers if status == 200]
+    assert sorted(status for status, _ in answers) == [200] + [409] * (len(clicks) - 1)
+    assert shown[0] is not None
+    with Browser(live) as fresh:
+        assert fresh.sign_in(tenant.operator.email, shown[0]).status_code == 303
+    assert len(audit_events(live, tenant.company_id, "password.change")) == 1
+
+
+def test_a_force_password_change_overtaken_inside_its_transaction_changes_nothing(
+    live: LiveServer,
+) -> None:
+    # The same race without the page's version (as `erpauth operator-force-password-change`
+    # runs): the operator was read, then another change committed before this one wrote.
+    tenant = live.tenant()
+    database, hasher = live.services.database, live.services.hasher
+    with pytest.raises(Conflict, match="changed by someone else"), database.session() as late:
+        overtaken = late.get(Operator, tenant.operator.id)
+        with database.session() as first:
+            winner = force_password_change(first, hasher, first.get(Operator, overtaken.id))
+        force_password_change(late, hasher, overtaken)
+
+    with Browser(live) as fresh:
+        assert fresh.sign_in(tenant.operator.email, winner).status_code == 303

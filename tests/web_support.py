@@ -75,6 +75,12 @@ class Browser:
             form["csrf_token"] = self.csrf()
         return self.http.post(path, data=form)
 
+    def force_password_change(self, operator_id: uuid.UUID) -> httpx.Response:
+        """Force password change on the Users page, as the page shows the operator now."""
+        version = password_version_on(self.get("/users").text, operator_id)
+        assert version is not None, "no Force password change for that operator"
+        return self.post(f"/users/{operator_id}/password", {"password_version": version})
+
     def generate_token(self, operator: Operator) -> str:
         response = self.post(
             "/settings/user/api/token", {"email": operator.email, "password": operator.password}
@@ -106,6 +112,13 @@ def secret_on(page: str, slot: str) -> str | None:
 def new_password_on(page: str) -> str | None:
     match = _NEW_PASSWORD.search(page)
     return html.unescape(match.group(1)) if match else None
+
+
+def password_version_on(page: str, operator_id: uuid.UUID) -> str | None:
+    """The password version the Users page's Force password change form carries."""
+    form = rf'action="/users/{operator_id}/password".*?name="password_version" value="([^"]+)"'
+    match = re.search(form, page, re.S)
+    return match.group(1) if match else None
 
 
 def live_web_tokens(live: LiveServer, operator_id: uuid.UUID) -> list[AccessToken]:

@@ -301,3 +301,31 @@ def test_system_settings_tabs_each_have_an_address_and_show_which_is_open(
     expect(page.get_by_text(tenant.code).first).to_be_visible()
     page.reload()
     expect(page).to_have_url(f"{web.url}/settings/system/general")
+
+
+def test_second_administrator_forcing_a_password_change_is_told_the_first_won(
+    chromium: Browser, page: Page, web: LiveServer
+) -> None:
+    tenant = web.tenant()
+    other_context = new_context(chromium, web)
+    other = other_context.new_page()
+    for admin_page in (page, other):
+        sign_in(admin_page, tenant.admin)
+        admin_page.goto("/users")
+
+    for admin_page in (page, other):
+        row = admin_page.get_by_role("row").filter(has_text=tenant.operator.email)
+        row.get_by_role("button", name="Force password change").click()
+        admin_page.get_by_role("dialog").get_by_role("button", name="Force password change").click()
+
+    expect(page.get_by_text(f"New password for {tenant.operator.email}.")).to_be_visible()
+    expect(other.get_by_role("alert")).to_contain_text("changed by someone else just now")
+    expect(other.locator("#new-password")).to_have_count(0)
+    password = page.locator("#new-password").input_value()
+    other_context.close()
+    response = httpx.post(
+        web.url + TOKEN_PATH,
+        auth=(tenant.client_id, tenant.primary_secret),
+        data={"grant_type": "password", "username": tenant.operator.email, "password": password},
+    )
+    assert response.status_code == 200

@@ -15,13 +15,17 @@ from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.domain.refresh_tokens import revoke_operator_refresh_tokens
 from erpauth.domain.tokens import revoke_operator_tokens
 from erpauth.security.passwords import PasswordHasher, password_problem
-from erpauth.security.secrets import new_password
+from erpauth.security.secrets import equal, new_password, sha256_hex
 from erpauth.storage.models import Company, Operator, WebSession
 
 # Deliberately loose: one @, something on each side, no spaces. Delivery proves the rest.
 # No control characters either: PostgreSQL cannot store a NUL, and no address holds one.
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CHANGED_BY_SOMEONE_ELSE = (
+    "the password was changed by someone else just now, so no new one was made; "
+    "the operator has the password from that change"
+)
 
 
 def email_key(email: str) -> str:
@@ -163,16 +167,48 @@ def set_password(
     session.flush()
 
 
-def force_password_change(session: Session, hasher: PasswordHasher, operator: Operator) -> str:
+def force_password_change(
+    session: Session,
+    hasher: PasswordHasher,
+    operator: Operator,
+    *,
+    seen_version: str | None = None,
+) -> str:
     """An administrator's reset: a generated password, and every token and web session ended.
 
     Returns the new password, to be handed to the operator once; it is stored only hashed.
+    The password is replaced only if it is still the one this transaction read and, given
+    ``seen_version`` (``password_version`` as the administrator's page showed it), the one
+    the administrator saw. Otherwise another change won, and Conflict is raised: two
+    administrators (or a double click) must never both be shown a password, only one of which
+    is stored.
     """
+    current = operator.password_hash
+    if seen_version is not None and not equal(seen_version, password_version(operator)):
+        raise Conflict(CHANGED_BY_SOMEONE_ELSE)
     password = new_password()
-    set_password(session, hasher, operator, password)
+    result = session.execute(
+        update(Operator)
+        .where(Operator.id == operator.id, Operator.password_hash == current)
+        .values(password_hash=hasher.hash(password), password_changed_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:
+        # Committed by a concurrent change after this transaction read the operator.
+        raise Conflict(CHANGED_BY_SOMEONE_ELSE)
+    session.expire(operator, ["password_hash", "password_changed_at"])
+
+    revoke_operator_tokens(session, operator.id, "password_changed")
+    revoke_operator_refresh_tokens(session, operator.id, "password_changed")
     session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
     session.flush()
     return password
+
+
+def password_version(operator: Operator) -> str:
+    """Which password the operator has, without telling anything about it: a short digest of
+    the stored hash (salted, so each new password gives a new one)."""
+    return sha256_hex(operator.password_hash)[:16]
 
 
 def set_active(session: Session, operator: Operator, active: bool) -> None:

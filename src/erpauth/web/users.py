@@ -9,10 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from erpauth.domain import audit, operators
-from erpauth.domain.errors import DomainError, NotFound
+from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.domain.operators import (
     create_and_audit_operator,
     find_operator,
+    password_version,
     set_active,
     set_api_permission,
 )
@@ -115,26 +116,41 @@ def change_api_permission(
 
 
 @router.post(USERS + "/{operator_id}/password")
-def force_password_change(request: Request, viewer: AdminForm, operator_id: str) -> Response:
-    """Gives the operator a generated password, shown once; their tokens and sessions end."""
+def force_password_change(
+    request: Request,
+    viewer: AdminForm,
+    operator_id: str,
+    password_version: Annotated[str, Form()] = "",
+) -> Response:
+    """Gives the operator a generated password, shown once; their tokens and sessions end.
+
+    Only if the operator still has the password the administrator's page was made with: of
+    two changes at once (two administrators, a double click) one wins, and the other is told
+    so instead of being shown a password that is not the one stored.
+    """
     services = services_of(request)
-    with services.database.session() as session:
-        operator = _operator_of_company(session, viewer, operator_id)
-        if operator.id == viewer.operator_id:
-            raise DomainError("change your own password in User Settings")
-        password = operators.force_password_change(session, services.hasher, operator)
-        audit.record(
-            session,
-            "password.change",
-            "success",
-            origin_of(request),
-            company_id=viewer.company_id,
-            actor_id=viewer.operator_id,
-            operator_id=operator.id,
-            forced=True,
-            via="web",
-        )
-        email = operator.email
+    try:
+        with services.database.session() as session:
+            operator = _operator_of_company(session, viewer, operator_id)
+            if operator.id == viewer.operator_id:
+                raise DomainError("change your own password in User Settings")
+            password = operators.force_password_change(
+                session, services.hasher, operator, seen_version=password_version[:64]
+            )
+            audit.record(
+                session,
+                "password.change",
+                "success",
+                origin_of(request),
+                company_id=viewer.company_id,
+                actor_id=viewer.operator_id,
+                operator_id=operator.id,
+                forced=True,
+                via="web",
+            )
+            email = operator.email
+    except Conflict as exc:
+        return _users_page(request, viewer, conflict=sentence(str(exc)), status=409)
     forced = {"email": email, "password": password, "forced": True}
     return _users_page(request, viewer, password_for=forced)
 
@@ -172,6 +188,7 @@ def _users_page(
     exists: str | None = None,
     create_form: dict[str, Any] | None = None,
     create_error: str | None = None,
+    conflict: str | None = None,
     status: int = 200,
 ) -> Response:
     services = services_of(request)
@@ -183,6 +200,7 @@ def _users_page(
         ).all()
         # Counted as the Tokens page lists them, so the two always agree.
         token_counts = count_sessions(session, viewer.company_id)
+        versions = {operator.id: password_version(operator) for operator in operators}
     return page(
         request,
         "users.html",
@@ -193,7 +211,9 @@ def _users_page(
         active="users",
         operators=operators,
         token_counts=token_counts,
+        password_versions=versions,
         password_for=password_for,
+        conflict=conflict,
         exists=exists,
         create_form=create_form or {},
         create_error=create_error,
