@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -755,3 +756,78 @@ def test_a_company_created_at_the_same_moment_is_a_clear_error(
         f"a company with account code {code} exists already; account codes are matched "
         f"whatever their case, so {code.lower()} is the same code"
     )
+
+
+def test_create_company_itself_refuses_a_code_committed_at_the_same_moment(
+    backend: str, data_dir: Path, database_url: str
+) -> None:
+    """Every caller of the domain function, not only the command, gets the clear Conflict."""
+    from sqlalchemy import create_engine, text
+
+    from erpauth.domain.companies import create_company
+    from erpauth.domain.errors import Conflict
+    from erpauth.services import build_services
+
+    code = "Dom" + os.urandom(3).hex()
+    services = build_services(make_settings(data_dir, database_url), migrate=True)
+    engine = create_engine(database_url)
+    outcome: list[BaseException | str] = []
+
+    def create() -> None:
+        try:
+            with services.database.session() as session:
+                create_company(session, services.box, name="Mine", account_code=code.lower())
+            outcome.append("created")
+        except BaseException as exc:  # handed to the test, which asserts on it
+            outcome.append(exc)
+
+    try:
+        with engine.connect() as other:
+            # Another writer has inserted the code but not committed it yet.
+            other.execute(
+                text(
+                    "INSERT INTO companies (id, name, account_code, account_code_key, api_enabled,"
+                    " token_expiry_hours, call_limit_per_minute, created_at, updated_at)"
+                    " VALUES (:id, 'Other', :code, :key, false, 24, 200,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": os.urandom(16).hex(), "code": code, "key": code.upper()},
+            )
+            creator = threading.Thread(target=create)
+            creator.start()
+            # PostgreSQL: the insert waits on the other writer's unique entry; SQLite: the
+            # function waits for the one writer lock, before it looks for the code.
+            creator.join(timeout=1)
+            assert creator.is_alive(), f"create_company did not wait: {outcome}"
+            other.commit()
+            creator.join(timeout=60)
+    finally:
+        engine.dispose()
+        services.close()
+
+    [result] = outcome
+    assert isinstance(result, Conflict), repr(result)
+    assert str(result) == (
+        f"a company with account code {code} exists already; account codes are matched "
+        f"whatever their case, so {code.lower()} is the same code"
+    )
+
+
+def test_create_company_commits_nothing_when_the_callers_transaction_fails(
+    data_dir: Path, database_url: str
+) -> None:
+    """The company is written in the caller's transaction, savepoint or not, on every backend."""
+    from erpauth.domain.companies import create_company, get_company
+    from erpauth.domain.errors import NotFound
+    from erpauth.services import build_services
+
+    code = "Gone" + os.urandom(3).hex()
+    services = build_services(make_settings(data_dir, database_url), migrate=True)
+    try:
+        with pytest.raises(RuntimeError), services.database.session() as session:
+            create_company(session, services.box, name="Gone", account_code=code)
+            raise RuntimeError("what the caller does next fails")
+        with services.database.session() as session, pytest.raises(NotFound):
+            get_company(session, code)
+    finally:
+        services.close()

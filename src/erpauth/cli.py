@@ -19,13 +19,12 @@ from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import (
-    code_taken,
     create_company,
     get_company,
     set_api_enabled,
     set_token_policy,
 )
-from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.domain.errors import DomainError
 from erpauth.domain.operators import (
     create_and_audit_operator,
     force_password_change,
@@ -244,27 +243,18 @@ def _init(args: argparse.Namespace, services: Services) -> dict[str, Any]:
 
 
 def _company_create(args: argparse.Namespace, services: Services) -> dict[str, Any]:
-    try:
-        with services.database.session() as session:
-            company = create_company(
-                session,
-                services.box,
-                name=args.name,
-                account_code=args.code,
-                api_enabled=args.api_enabled,
-                token_expiry_hours=args.token_expiry_hours,
-                call_limit_per_minute=args.call_limit,
-            )
-            audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
-            return _company_view(services, company.account_code, session=session)
-    except IntegrityError as clash:
-        # A company with the code was committed after create_company looked for one.
-        try:
-            with services.database.session() as session:
-                existing = get_company(session, args.code).account_code
-        except NotFound:
-            raise clash from None  # some other clash: main() answers it
-        raise Conflict(code_taken(existing, args.code)) from None
+    with services.database.session() as session:
+        company = create_company(
+            session,
+            services.box,
+            name=args.name,
+            account_code=args.code,
+            api_enabled=args.api_enabled,
+            token_expiry_hours=args.token_expiry_hours,
+            call_limit_per_minute=args.call_limit,
+        )
+        audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
+        return _company_view(services, company.account_code, session=session)
 
 
 def _company_license(args: argparse.Namespace, services: Services) -> dict[str, Any]:
