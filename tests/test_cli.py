@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,6 +266,242 @@ def test_account_codes_are_one_company_whatever_their_case(
     assert "no company" in nul["error"]
 
 
+def erpauth_fed(
+    data_dir: Path, database_url: str, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """Runs the command with ``stdin`` as its standard input, as ``printf … | erpauth …``."""
+    return subprocess.run(
+        [sys.executable, "-m", "erpauth.cli", *args],
+        env=os.environ | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def password_works(data_dir: Path, database_url: str, email: str, password: str) -> bool:
+    """Whether the operator's stored hash takes ``password``, as signing in checks it."""
+    from erpauth.domain.operators import get_operator
+    from erpauth.services import build_services
+
+    services = build_services(make_settings(data_dir, database_url))
+    try:
+        with services.database.session() as session:
+            stored = get_operator(session, email).password_hash
+        return services.hasher.verify(stored, password)
+    finally:
+        services.close()
+
+
+@pytest.fixture(scope="module")
+def stdin_operator(data_dir: Path, database_url: str) -> tuple[str, str]:
+    """An operator (e-mail, password) whose password the refused inputs below must not change."""
+    code = "Stdin" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "Stdin", "--code", code)
+    made = erpauth(
+        data_dir, database_url, "operator-create", "--company", code, "--email", f"o@{code}.example"
+    )
+    return made["email"], made["password"]
+
+
+def test_operator_create_reads_the_password_from_standard_input(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "In" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "In", "--code", code)
+    email = f"ann@{code}.example"
+    password = "  spaces and ünïcode stay  "
+
+    done = erpauth_fed(
+        data_dir,
+        database_url,
+        "operator-create",
+        "--company",
+        code,
+        "--email",
+        email,
+        "--password-stdin",
+        "--json",
+        stdin=f"{password}\n".encode(),
+    )
+
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    created = json.loads(line)
+    assert created["email"] == email
+    assert "password" not in created  # the caller has it already: it is not printed
+    assert b"warning" not in done.stderr
+    # Only the line ending is taken off: the spaces around the password are part of it.
+    assert password_works(data_dir, database_url, email, password)
+    assert not password_works(data_dir, database_url, email, password.strip())
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""], ids=["lf", "crlf", "none"])
+def test_operator_set_password_reads_the_password_from_standard_input(
+    data_dir: Path, database_url: str, ending: str
+) -> None:
+    code = "Set" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "Set", "--code", code)
+    made = erpauth(
+        data_dir, database_url, "operator-create", "--company", code, "--email", f"b@{code}.example"
+    )
+    new = "new-password-" + os.urandom(4).hex()
+
+    done = erpauth_fed(
+        data_dir,
+        database_url,
+        "operator-set-password",
+        made["email"],
+        "--password-stdin",
+        "--json",
+        stdin=f"{new}{ending}".encode(),
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "password" not in json.loads(done.stdout)
+    assert password_works(data_dir, database_url, made["email"], new)
+    assert not password_works(data_dir, database_url, made["email"], made["password"])
+
+
+@pytest.mark.parametrize(
+    ("stdin", "error"),
+    [
+        (b"", "--password-stdin: standard input holds no password"),
+        (b"\n", "--password-stdin: standard input holds no password"),
+        (b"\xffnot-utf-8-at-all\n", "--password-stdin: the password is not UTF-8 text"),
+        (b"short\n", "the password must be at least 12 characters long"),
+        (b"x" * 257 + b"\n", "the password must be at most 256 characters long"),
+        (b"x" * 100_000, "the password must be at most 256 characters long"),
+        (
+            b"first-line-password\nsecond-line\n",
+            "--password-stdin: standard input holds more than one line; give the password "
+            "alone, on one line",
+        ),
+    ],
+    ids=["empty", "empty-line", "not-utf-8", "too-short", "too-long", "endless", "two-lines"],
+)
+def test_password_stdin_refuses_what_is_not_one_acceptable_password(
+    data_dir: Path, database_url: str, stdin_operator: tuple[str, str], stdin: bytes, error: str
+) -> None:
+    email, password = stdin_operator
+
+    with_json = erpauth_fed(
+        data_dir,
+        database_url,
+        "operator-set-password",
+        email,
+        "--password-stdin",
+        "--json",
+        stdin=stdin,
+    )
+    plain = erpauth_fed(
+        data_dir, database_url, "operator-set-password", email, "--password-stdin", stdin=stdin
+    )
+
+    assert with_json.returncode == 1
+    assert json.loads(with_json.stdout) == {"error": error}
+    assert plain.returncode == 1
+    assert plain.stdout == b""
+    assert plain.stderr.decode().splitlines()[-1] == f"erpauth: {error}"
+    assert b"Traceback" not in with_json.stderr + plain.stderr
+    assert password_works(data_dir, database_url, email, password)
+
+
+def test_password_stdin_refuses_a_weak_password_for_a_new_operator(
+    data_dir: Path, database_url: str, stdin_operator: tuple[str, str]
+) -> None:
+    code = stdin_operator[0].split("@")[1].removesuffix(".example")
+    email = f"weak@{code}.example"
+
+    done = erpauth_fed(
+        data_dir,
+        database_url,
+        "operator-create",
+        "--company",
+        code,
+        "--email",
+        email,
+        "--password-stdin",
+        "--json",
+        stdin=b"too-short\n",
+    )
+    nobody = erpauth(data_dir, database_url, "operator-grant-api", email, check=False)
+
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {"error": "the password must be at least 12 characters long"}
+    assert nobody["error"] == f"no operator with e-mail {email}"
+
+
+def test_password_on_the_command_line_works_but_warns_that_others_can_read_it(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "Arg" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "Arg", "--code", code)
+    email = f"c@{code}.example"
+    first, second = "first-password-on-argv", "second-password-on-argv"
+
+    created = erpauth_fed(
+        data_dir,
+        database_url,
+        "operator-create",
+        "--company",
+        code,
+        "--email",
+        email,
+        "--password",
+        first,
+        "--json",
+    )
+    created_works = password_works(data_dir, database_url, email, first)
+    changed = erpauth_fed(
+        data_dir, database_url, "operator-set-password", email, "--password", second, "--json"
+    )
+    empty = erpauth_fed(
+        data_dir, database_url, "operator-set-password", email, "--password", "", "--json"
+    )
+
+    for done in (created, changed):
+        assert done.returncode == 0, done.stderr
+        [line] = done.stdout.splitlines()  # stdout is still the one JSON object
+        assert json.loads(line)["email"] == email
+        assert "password" not in json.loads(line)
+        warning = done.stderr.decode()
+        assert "erpauth: warning: a password given with --password can be read by other users" in (
+            warning
+        )
+        assert "--password-stdin" in warning
+    assert created_works
+    assert password_works(data_dir, database_url, email, second)
+    # An empty --password is a password the policy refuses, not a request to generate one.
+    assert json.loads(empty.stdout) == {"error": "the password must be at least 12 characters long"}
+    assert password_works(data_dir, database_url, email, second)
+
+
+def test_password_and_password_stdin_together_are_a_usage_error(
+    data_dir: Path, database_url: str, stdin_operator: tuple[str, str]
+) -> None:
+    email, password = stdin_operator
+
+    done = erpauth_fed(
+        data_dir,
+        database_url,
+        "operator-set-password",
+        email,
+        "--password-stdin",
+        "--password",
+        "another-password",
+        "--json",
+        stdin=b"yet-another-password\n",
+    )
+
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {
+        "error": "argument --password: not allowed with argument --password-stdin"
+    }
+    assert password_works(data_dir, database_url, email, password)
+
+
 def test_unreachable_database_is_a_clear_cli_error(tmp_path: Path) -> None:
     result = erpauth(
         tmp_path, "postgresql+psycopg://postgres@127.0.0.1:9/none", "init", check=False
@@ -519,3 +756,78 @@ def test_a_company_created_at_the_same_moment_is_a_clear_error(
         f"a company with account code {code} exists already; account codes are matched "
         f"whatever their case, so {code.lower()} is the same code"
     )
+
+
+def test_create_company_itself_refuses_a_code_committed_at_the_same_moment(
+    backend: str, data_dir: Path, database_url: str
+) -> None:
+    """Every caller of the domain function, not only the command, gets the clear Conflict."""
+    from sqlalchemy import create_engine, text
+
+    from erpauth.domain.companies import create_company
+    from erpauth.domain.errors import Conflict
+    from erpauth.services import build_services
+
+    code = "Dom" + os.urandom(3).hex()
+    services = build_services(make_settings(data_dir, database_url), migrate=True)
+    engine = create_engine(database_url)
+    outcome: list[BaseException | str] = []
+
+    def create() -> None:
+        try:
+            with services.database.session() as session:
+                create_company(session, services.box, name="Mine", account_code=code.lower())
+            outcome.append("created")
+        except BaseException as exc:  # handed to the test, which asserts on it
+            outcome.append(exc)
+
+    try:
+        with engine.connect() as other:
+            # Another writer has inserted the code but not committed it yet.
+            other.execute(
+                text(
+                    "INSERT INTO companies (id, name, account_code, account_code_key, api_enabled,"
+                    " token_expiry_hours, call_limit_per_minute, created_at, updated_at)"
+                    " VALUES (:id, 'Other', :code, :key, false, 24, 200,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": os.urandom(16).hex(), "code": code, "key": code.upper()},
+            )
+            creator = threading.Thread(target=create)
+            creator.start()
+            # PostgreSQL: the insert waits on the other writer's unique entry; SQLite: the
+            # function waits for the one writer lock, before it looks for the code.
+            creator.join(timeout=1)
+            assert creator.is_alive(), f"create_company did not wait: {outcome}"
+            other.commit()
+            creator.join(timeout=60)
+    finally:
+        engine.dispose()
+        services.close()
+
+    [result] = outcome
+    assert isinstance(result, Conflict), repr(result)
+    assert str(result) == (
+        f"a company with account code {code} exists already; account codes are matched "
+        f"whatever their case, so {code.lower()} is the same code"
+    )
+
+
+def test_create_company_commits_nothing_when_the_callers_transaction_fails(
+    data_dir: Path, database_url: str
+) -> None:
+    """The company is written in the caller's transaction, savepoint or not, on every backend."""
+    from erpauth.domain.companies import create_company, get_company
+    from erpauth.domain.errors import NotFound
+    from erpauth.services import build_services
+
+    code = "Gone" + os.urandom(3).hex()
+    services = build_services(make_settings(data_dir, database_url), migrate=True)
+    try:
+        with pytest.raises(RuntimeError), services.database.session() as session:
+            create_company(session, services.box, name="Gone", account_code=code)
+            raise RuntimeError("what the caller does next fails")
+        with services.database.session() as session, pytest.raises(NotFound):
+            get_company(session, code)
+    finally:
+        services.close()

@@ -1,5 +1,8 @@
 """A standard OAuth 2.0 client library gets tokens and uses them, over real HTTP."""
 
+import subprocess
+import sys
+
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 
@@ -41,3 +44,17 @@ def test_authlib_client_surfaces_invalid_grant(live: LiveServer) -> None:
         )
 
     assert caught.value.error == "invalid_grant"
+
+
+def test_authlib_client_is_imported_without_a_deprecation_warning() -> None:
+    """Authlib's httpx client warns on import when it falls back to httpx instead of httpx2."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import authlib.integrations.httpx_client"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -19,13 +19,12 @@ from erpauth.domain import audit
 from erpauth.domain.audit import Origin
 from erpauth.domain.clients import reveal_secret
 from erpauth.domain.companies import (
-    code_taken,
     create_company,
     get_company,
     set_api_enabled,
     set_token_policy,
 )
-from erpauth.domain.errors import Conflict, DomainError, NotFound
+from erpauth.domain.errors import DomainError
 from erpauth.domain.operators import (
     create_and_audit_operator,
     force_password_change,
@@ -43,6 +42,7 @@ from erpauth.domain.signing_keys import (
 )
 from erpauth.http.server import server_options
 from erpauth.logs import configure_logging, logfmt_value
+from erpauth.security.passwords import MAX_PASSWORD_LENGTH
 from erpauth.security.secrets import UndecryptableSecret, new_password
 from erpauth.services import Services, build_services
 
@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("--company", required=True, help="the company's account code")
     operator.add_argument("--email", required=True)
     operator.add_argument("--name", help="display name")
-    operator.add_argument("--password", help="default: a generated one, printed once")
+    _password_options(operator)
     operator.add_argument("--admin", action="store_true", help="make a System Administrator")
     operator.add_argument("--api", action="store_true", help="grant API permission")
 
@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 
     reset = command("operator-set-password", _set_password, "set an operator's password")
     reset.add_argument("email")
-    reset.add_argument("--password", help="default: a generated one, printed once")
+    _password_options(reset)
 
     force = command(
         "operator-force-password-change",
@@ -221,6 +221,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _password_options(command: argparse.ArgumentParser) -> None:
+    given = command.add_mutually_exclusive_group()
+    given.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input, one line; without this or --password, "
+        "a generated password is printed once",
+    )
+    given.add_argument(
+        "--password",
+        help="the password on the command line, where other users of the machine can read "
+        "it; prefer --password-stdin",
+    )
+
+
 def _init(args: argparse.Namespace, services: Services) -> dict[str, Any]:
     if not args.demo:
         return {"database": "ready"}
@@ -228,27 +243,18 @@ def _init(args: argparse.Namespace, services: Services) -> dict[str, Any]:
 
 
 def _company_create(args: argparse.Namespace, services: Services) -> dict[str, Any]:
-    try:
-        with services.database.session() as session:
-            company = create_company(
-                session,
-                services.box,
-                name=args.name,
-                account_code=args.code,
-                api_enabled=args.api_enabled,
-                token_expiry_hours=args.token_expiry_hours,
-                call_limit_per_minute=args.call_limit,
-            )
-            audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
-            return _company_view(services, company.account_code, session=session)
-    except IntegrityError as clash:
-        # A company with the code was committed after create_company looked for one.
-        try:
-            with services.database.session() as session:
-                existing = get_company(session, args.code).account_code
-        except NotFound:
-            raise clash from None  # some other clash: main() answers it
-        raise Conflict(code_taken(existing, args.code)) from None
+    with services.database.session() as session:
+        company = create_company(
+            session,
+            services.box,
+            name=args.name,
+            account_code=args.code,
+            api_enabled=args.api_enabled,
+            token_expiry_hours=args.token_expiry_hours,
+            call_limit_per_minute=args.call_limit,
+        )
+        audit.record(session, "company.create", "success", Origin.cli(), company_id=company.id)
+        return _company_view(services, company.account_code, session=session)
 
 
 def _company_license(args: argparse.Namespace, services: Services) -> dict[str, Any]:
@@ -335,7 +341,8 @@ def _company_view(
 
 
 def _operator_create(args: argparse.Namespace, services: Services) -> dict[str, Any]:
-    password = args.password or new_password()
+    given = _given_password(args)
+    password = new_password() if given is None else given
     with services.database.session() as session:
         company = get_company(session, args.company)
         operator = create_and_audit_operator(
@@ -350,7 +357,7 @@ def _operator_create(args: argparse.Namespace, services: Services) -> dict[str, 
             api_permission=args.api,
         )
         view = _operator_view(operator)
-    if not args.password:
+    if given is None:
         view["password"] = password
     return view
 
@@ -380,7 +387,8 @@ _deactivate = _operator_change("operator.deactivate", lambda s, o: set_active(s,
 
 
 def _set_password(args: argparse.Namespace, services: Services) -> dict[str, Any]:
-    password = args.password or new_password()
+    given = _given_password(args)
+    password = new_password() if given is None else given
     with services.database.session() as session:
         operator = get_operator(session, args.email)
         set_password(session, services.hasher, operator, password)
@@ -393,9 +401,55 @@ def _set_password(args: argparse.Namespace, services: Services) -> dict[str, Any
             operator_id=operator.id,
         )
         view = _operator_view(operator)
-    if not args.password:
+    if given is None:
         view["password"] = password
     return view
+
+
+def _given_password(args: argparse.Namespace) -> str | None:
+    """The password given with --password-stdin or --password; None: generate one."""
+    if args.password_stdin:
+        if sys.stdin is None:  # started with its standard input closed
+            raise DomainError("--password-stdin: the command has no standard input")
+        return _read_password(sys.stdin.buffer)
+    if args.password is not None:
+        print(
+            "erpauth: warning: a password given with --password can be read by other users of "
+            "this machine while the command runs (ps, /proc) and may stay in your shell "
+            "history; pipe it to --password-stdin instead",
+            file=sys.stderr,
+        )
+    return args.password
+
+
+# The longest line a password the policy allows can take: four bytes a character in UTF-8,
+# and a CR LF.
+_PASSWORD_LINE_BYTES = 4 * MAX_PASSWORD_LENGTH + 2
+
+
+def _read_password(stream: BinaryIO) -> str:
+    """The password on ``stream``: one line of UTF-8, without its line ending.
+
+    Reading stops after the longest line allowed, so a long input is refused, never cut to a
+    password nobody typed. The password policy itself is checked where the password is set.
+    """
+    line = stream.readline(_PASSWORD_LINE_BYTES + 1)
+    if len(line) > _PASSWORD_LINE_BYTES:
+        raise DomainError(f"the password must be at most {MAX_PASSWORD_LENGTH} characters long")
+    # A terminal has nothing more to give until the person types it; a pipe or file must end.
+    if not stream.isatty() and stream.read(1):
+        raise DomainError(
+            "--password-stdin: standard input holds more than one line; give the password "
+            "alone, on one line"
+        )
+
+    line = line.removesuffix(b"\n").removesuffix(b"\r")
+    if not line:
+        raise DomainError("--password-stdin: standard input holds no password")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DomainError("--password-stdin: the password is not UTF-8 text") from None
 
 
 def _force_password_change(args: argparse.Namespace, services: Services) -> dict[str, Any]:

@@ -4,7 +4,8 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from erpauth.domain.errors import Conflict, DomainError, NotFound
@@ -28,16 +29,19 @@ def create_company(
     token_expiry_hours: int = 24,
     call_limit_per_minute: int = 200,
 ) -> Company:
-    """Creates a company with its API client (a fresh client ID and two secrets)."""
+    """Creates a company with its API client (a fresh client ID and two secrets).
+
+    An account code that is taken is a Conflict, also when another writer commits it between
+    the check here and the insert.
+    """
     name = name.strip()
     if not name or len(name) > 200:
         raise DomainError("the company name must be 1 to 200 characters")
     if not ACCOUNT_CODE.match(account_code):
         raise DomainError("the account code must be 1 to 64 letters, digits, '.', '_' or '-'")
     key = account_code_key(account_code)
-    existing = session.scalar(select(Company.account_code).where(Company.account_code_key == key))
-    if existing is not None:
-        raise Conflict(code_taken(existing, account_code))
+    _hold_writer_lock_on_sqlite(session, key)
+    _refuse_taken_code(session, key, account_code)
     check_token_policy(token_expiry_hours, call_limit_per_minute)
 
     now = datetime.now(UTC)
@@ -59,9 +63,42 @@ def create_company(
         secondary_secret_updated_at=now,
         provisioned_at=now,
     )
-    session.add(company)
-    session.flush()
+    try:
+        # PostgreSQL: a writer that committed the code since the check makes the insert fail.
+        # Rolling back to the savepoint keeps the transaction usable to say who has the code.
+        with session.begin_nested():
+            session.add(company)
+            session.flush()
+    except IntegrityError:
+        _refuse_taken_code(session, key, account_code)
+        raise  # some other constraint
     return company
+
+
+def _hold_writer_lock_on_sqlite(session: Session, key: str) -> None:
+    """On SQLite, takes the database's one writer lock before the account code is checked.
+
+    No other writer can then commit the code between the check and the insert. It also makes
+    pysqlite begin the transaction, which it otherwise does only before an INSERT, UPDATE or
+    DELETE: the savepoint in create_company would else be the outermost, and releasing it
+    would commit the company on its own, apart from what the caller writes with it. The UPDATE
+    changes nothing (it matches at most the company that has the code already); SQLite takes
+    the lock for it all the same. PostgreSQL needs neither.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    session.execute(
+        update(Company)
+        .where(Company.account_code_key == key)
+        .values(account_code_key=Company.account_code_key),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def _refuse_taken_code(session: Session, key: str, typed: str) -> None:
+    existing = session.scalar(select(Company.account_code).where(Company.account_code_key == key))
+    if existing is not None:
+        raise Conflict(code_taken(existing, typed))
 
 
 def check_token_policy(token_expiry_hours: int, call_limit_per_minute: int) -> None:
