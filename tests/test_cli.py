@@ -206,6 +206,32 @@ def test_usage_errors_are_json_too_when_json_is_asked_for(
     assert plain.stderr.startswith("usage: erpauth company-create")
 
 
+def test_an_unknown_option_is_answered_with_the_usage_of_its_command(
+    data_dir: Path, database_url: str
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "erpauth.cli", *args],
+            env=os.environ
+            | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    plain = run("audit-export", "--code", "DEMO")
+    with_json = run("audit-export", "--code", "DEMO", "--json")
+
+    assert plain.returncode == 2
+    assert plain.stderr.startswith("usage: erpauth audit-export")
+    assert "--company COMPANY" in plain.stderr
+    assert "erpauth audit-export: error: unrecognized arguments: --code DEMO" in plain.stderr
+    assert with_json.returncode == 1
+    assert json.loads(with_json.stdout) == {"error": "unrecognized arguments: --code DEMO"}
+    assert with_json.stderr.startswith("erpauth audit-export: ")
+
+
 def test_company_policy_changes_only_what_is_given(data_dir: Path, database_url: str) -> None:
     code = "Pol" + os.urandom(3).hex()
     erpauth(

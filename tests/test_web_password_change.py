@@ -22,6 +22,21 @@ def change_form(current: str, new: str = NEW, confirm: str | None = None) -> dic
     }
 
 
+def test_general_tab_is_found_at_the_address_system_settings_gives_its_own(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        guessed = browser.get("/settings/user/general")
+        general = browser.get("/settings/user")
+
+    assert guessed.status_code == 303
+    assert guessed.headers["location"] == "/settings/user"
+    assert general.status_code == 200
+    assert "Change password" in general.text
+
+
 def test_changing_the_password_keeps_this_browser_and_ends_other_browsers_and_tokens(
     live: LiveServer,
 ) -> None:

@@ -62,6 +62,20 @@ def test_sessions_tab_shows_only_the_operators_own_tokens(live: LiveServer) -> N
     assert 'id="no-tokens"' in page
 
 
+def test_token_tables_are_named_for_screen_readers_by_whose_tokens_they_list(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    live.access_token(tenant)
+    with Browser(live) as browser:
+        own = browser.sign_in_as(tenant.operator).get(SESSIONS).text
+    with Browser(live) as browser:
+        listed = browser.sign_in_as(tenant.admin).get(tokens_page(tenant.operator.id)).text
+
+    assert '<caption class="visually-hidden">Your access tokens</caption>' in own
+    assert '<caption class="visually-hidden">Access tokens of Operator</caption>' in listed
+
+
 def test_revoking_a_token_on_the_sessions_tab_stops_it_at_once_and_keeps_the_others(
     live: LiveServer,
 ) -> None:

@@ -113,6 +113,22 @@ def test_show_without_csrf_token_is_refused(live: LiveServer) -> None:
     assert tenant.primary_secret not in response.text
 
 
+def test_show_dialogs_tell_a_password_manager_whose_password_they_ask_for(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        page = browser.sign_in_as(tenant.admin).get(API_TAB).text
+
+    username = (
+        f'<input type="email" autocomplete="username" value="{tenant.admin.email}" hidden readonly>'
+    )
+    for slot in ("primary", "secondary"):
+        form = re.search(rf'<form method="post" action="{show(slot)}">(.*?)</form>', page, re.S)
+        assert form is not None
+        assert username in form.group(1)
+
+
 def test_regenerating_the_primary_secret_stops_it_and_leaves_the_secondary(
     live: LiveServer,
 ) -> None:

@@ -53,7 +53,10 @@ Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would answer with the usage of `erpauth` itself; the command's shows its options.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if argv is None and args.command in ("serve", "demo"):
         allocator.with_huge_pages()  # the workers' password hashing, without page faults
     try:
@@ -132,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Handler | None, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, command_parser=sub)
         if handler is not None:
             sub.add_argument("--json", action="store_true", help="print one JSON object")
         return sub

@@ -48,6 +48,12 @@ def general_tab(request: Request, viewer: SignedIn) -> Response:
     return _general_tab(request, viewer)
 
 
+@router.get(GENERAL_TAB + "/general")
+def general_tab_by_its_name(viewer: SignedIn) -> Response:
+    """The address System Settings gives its General tab, so a guess by analogy finds it too."""
+    return redirect(GENERAL_TAB)
+
+
 @router.post(GENERAL_TAB + "/password")
 def change_password(
     request: Request,
