@@ -857,3 +857,30 @@ def test_create_company_commits_nothing_when_the_callers_transaction_fails(
             get_company(session, code)
     finally:
         services.close()
+
+
+def test_commands_log_only_warnings_unless_a_log_level_is_set(
+    data_dir: Path, database_url: str
+) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "ERPAUTH_LOG_LEVEL"}
+    env |= {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+
+    def company_create(code: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "erpauth.cli", "company-create"]
+        return subprocess.run(
+            [*command, "--name", f"Logging {code}", "--code", code],
+            env=env | extra,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    quiet = company_create("LOGQUIET")
+    asked = company_create("LOGASKED", ERPAUTH_LOG_LEVEL="INFO")
+
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # the answer alone: the audit event is in the database
+    assert "LOGQUIET" in quiet.stdout
+    assert asked.returncode == 0, asked.stderr
+    assert "INFO erpauth.security: company.create success" in asked.stderr

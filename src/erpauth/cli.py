@@ -50,6 +50,10 @@ from erpauth.services import Services, build_services
 Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 
 
+# The commands that serve, and log as a service does: at ERPAUTH_LOG_LEVEL, INFO by default.
+SERVING = ("serve", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
@@ -57,12 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         # argparse would answer with the usage of `erpauth` itself; the command's shows its options.
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if argv is None and args.command in ("serve", "demo"):
+    if argv is None and args.command in SERVING:
         allocator.with_huge_pages()  # the workers' password hashing, without page faults
     try:
         settings = Settings()
     except ValidationError as exc:
         return _fail(args, _settings_problem(exc))
+    if args.command not in SERVING and "log_level" not in settings.model_fields_set:
+        # A command's answer is what it prints; what it did is in the audit trail. Its log
+        # lines (one per audit event) would only be noise around the answer, unless asked for.
+        settings = settings.model_copy(update={"log_level": "WARNING"})
     configure_logging(settings)
 
     try:
