@@ -569,7 +569,9 @@ def test_an_unknown_log_level_is_a_clear_cli_error(tmp_path: Path) -> None:
         env={"ERPAUTH_LOG_LEVEL": "verbose"},
     )
 
-    assert "ERPAUTH_LOG_LEVEL" in result["error"]
+    assert "ERPAUTH_LOG_LEVEL: must be one of debug, info, warning, error, critical" in (
+        result["error"]
+    )
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(data_dir: Path, database_url: str) -> None:

@@ -168,6 +168,16 @@ def test_admin_lists_and_revokes_an_operators_token_from_users(live: LiveServer)
     assert live.me(kept).status_code == 200
 
 
+def test_users_links_to_an_operators_tokens_only_when_there_are_some(live: LiveServer) -> None:
+    tenant = live.tenant()
+    with Browser(live) as browser:
+        users = browser.sign_in_as(tenant.admin).get("/users").text
+
+    # The operator has no token yet: the count says so, and no link leads to an empty list.
+    assert f'href="{tokens_page(tenant.operator.id)}"' not in users
+    assert '<span class="muted">None</span>' in users
+
+
 def test_admin_revoking_a_token_is_audited_with_the_admin_as_actor(live: LiveServer) -> None:
     tenant = live.tenant()
     token = live.access_token(tenant)

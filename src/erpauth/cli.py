@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -114,10 +115,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _settings_problem(exc: ValidationError) -> str:
     # Name the variable and the rule, never the value: it may be a key.
     problems = [
-        f"ERPAUTH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        f"ERPAUTH_{'_'.join(str(part) for part in error['loc']).upper()}: {_rule(error)}"
         for error in exc.errors()
     ]
     return "invalid configuration: " + "; ".join(problems)
+
+
+def _rule(error: Any) -> str:
+    """What the setting must be: the allowed words of a pattern that lists them, else
+    pydantic's own message."""
+    pattern = str((error.get("ctx") or {}).get("pattern", ""))
+    choices = re.fullmatch(r"(?:\(\?i\))?\^\(([\w|]+)\)\$", pattern)
+    if error["type"] == "string_pattern_mismatch" and choices:
+        return "must be one of " + ", ".join(choices[1].split("|"))
+    return str(error["msg"])
 
 
 class _Parser(argparse.ArgumentParser):
