@@ -886,3 +886,16 @@ def test_commands_log_only_warnings_unless_a_log_level_is_set(
     assert "LOGQUIET" in quiet.stdout
     assert asked.returncode == 0, asked.stderr
     assert "INFO erpauth.security: company.create success" in asked.stderr
+
+
+def test_company_commands_take_the_account_code_as_company_too(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "ALIAS" + os.urandom(3).hex()
+    made = erpauth(data_dir, database_url, "company-create", "--name", "Alias", "--company", code)
+    credentials = erpauth(data_dir, database_url, "company-credentials", "--company", code)
+    closed = erpauth(data_dir, database_url, "company-license", "--company", code, "--api", "off")
+
+    assert made["account_code"] == code
+    assert credentials["client_id"] == made["client_id"]
+    assert closed["api_enabled"] is False

@@ -51,6 +51,10 @@ from erpauth.services import Services, build_services
 Handler = Callable[[argparse.Namespace, Services], dict[str, Any] | None]
 
 
+# The company commands name the company with --code, or with --company as the operator and
+# audit commands do.
+ACCOUNT_CODE = "the company's account code"
+
 # The commands that serve, and log as a service does: at ERPAUTH_LOG_LEVEL, INFO by default.
 SERVING = ("serve", "demo")
 
@@ -174,26 +178,28 @@ def _parser() -> argparse.ArgumentParser:
 
     company = command("company-create", _company_create, "create a company and its API client")
     company.add_argument("--name", required=True)
-    company.add_argument("--code", required=True, help="account code, unique")
+    company.add_argument(
+        "--code", "--company", dest="code", required=True, help="account code, unique"
+    )
     company.add_argument("--api-enabled", action="store_true", help="license includes API access")
     company.add_argument("--token-expiry-hours", type=int, default=24, help="0 = never expires")
     company.add_argument("--call-limit", type=int, default=200, help="calls per minute")
 
     license_ = command("company-license", _company_license, "open or close a license's API access")
-    license_.add_argument("--code", required=True)
+    license_.add_argument("--code", "--company", dest="code", required=True, help=ACCOUNT_CODE)
     license_.add_argument("--api", choices=["on", "off"], required=True)
 
     policy = command(
         "company-policy", _company_policy, "set token expiry and call limit (either or both)"
     )
-    policy.add_argument("--code", required=True)
+    policy.add_argument("--code", "--company", dest="code", required=True, help=ACCOUNT_CODE)
     policy.add_argument("--token-expiry-hours", type=int, help="0 = never expires")
     policy.add_argument("--call-limit", type=int, help="calls per minute")
 
     creds = command(
         "company-credentials", _company_credentials, "show a company's client ID and secrets"
     )
-    creds.add_argument("--code", required=True)
+    creds.add_argument("--code", "--company", dest="code", required=True, help=ACCOUNT_CODE)
 
     operator = command("operator-create", _operator_create, "create an operator")
     operator.add_argument("--company", required=True, help="the company's account code")
