@@ -569,8 +569,9 @@ def test_an_unknown_log_level_is_a_clear_cli_error(tmp_path: Path) -> None:
         env={"ERPAUTH_LOG_LEVEL": "verbose"},
     )
 
-    assert "ERPAUTH_LOG_LEVEL: must be one of debug, info, warning, error, critical" in (
-        result["error"]
+    assert (
+        "ERPAUTH_LOG_LEVEL: must be one of debug, info, warning, error, critical"
+        in (result["error"])
     )
 
 
