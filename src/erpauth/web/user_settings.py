@@ -22,7 +22,14 @@ from erpauth.domain.web_tokens import (
 from erpauth.http.origin import origin_of
 from erpauth.security.passwords import MIN_PASSWORD_LENGTH, password_problem
 from erpauth.storage.models import Operator
-from erpauth.web.access import CheckedForm, SignedIn, Viewer, reauthenticate, services_of
+from erpauth.web.access import (
+    CHANGED_MEANWHILE,
+    CheckedForm,
+    SignedIn,
+    Viewer,
+    reauthenticate,
+    services_of,
+)
 from erpauth.web.defences import check_password_again, held_back
 from erpauth.web.render import page, redirect, redirect_with_notice, sentence
 from erpauth.web.sessions import (
@@ -37,10 +44,6 @@ GENERAL_TAB = "/settings/user"
 API_TAB = "/settings/user/api"
 WRONG_CREDENTIALS = "The e-mail or password is wrong."
 WRONG_CURRENT_PASSWORD = "The current password is wrong."
-CHANGED_MEANWHILE = (
-    "Your password or account was changed elsewhere just now, so nothing was saved. "
-    "Reload the page and try again."
-)
 
 
 @router.get(GENERAL_TAB)
@@ -195,7 +198,7 @@ def make_token(
                 replaced=replaced,
             )
             # Last: a refusal above rolls back and leaves the session as it was.
-            viewer = reauthenticate(request, session, viewer, operator)
+            viewer = reauthenticate(request, session, viewer, operator, password_hash)
     except DomainError as exc:
         return _api_tab(request, viewer, error=str(exc), status=403)
     response = _api_tab(request, viewer, new_token=issued)
