@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 import erpauth.web.user_settings
-from erpauth.domain.operators import force_password_change, get_operator
-from tests.lifecycle import audit_events, refresh, token_pair
+from erpauth.domain.operators import find_operator, force_password_change, get_operator
+from tests.lifecycle import audit_events, cli_json, refresh, token_pair
 from tests.support import LiveServer
 from tests.web_support import SESSION_COOKIE, Browser
 
@@ -148,3 +148,26 @@ def test_a_password_forced_by_an_administrator_during_the_check_is_not_overwritt
     with Browser(live) as fresh:
         assert fresh.sign_in(tenant.operator.email, NEW).status_code == 400
         assert fresh.sign_in(tenant.operator.email, forced[0]).status_code == 303
+
+
+def test_a_password_set_with_the_command_signs_the_operator_out_of_every_browser(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as stolen:
+        # Someone else has the administrator's session; the password is reset to lock them out.
+        stolen.sign_in_as(tenant.admin)
+        csrf = stolen.csrf()
+        reset = cli_json(live, "operator-set-password", tenant.admin.email)
+        home = stolen.get("/home")
+        create = stolen.http.post(
+            "/users",
+            data={"csrf_token": csrf, "email": "stays@example.com", "is_system_admin": "on"},
+        )
+
+    assert reset["password"]
+    assert home.status_code == 303
+    assert home.headers["location"].startswith("/signin")
+    assert create.status_code == 303, "the old session can make no operator"
+    with live.services.database.session() as session:
+        assert find_operator(session, "stays@example.com") is None

@@ -156,7 +156,9 @@ def get_operator_by_id(session: Session, operator_id: uuid.UUID) -> Operator:
 def set_password(
     session: Session, hasher: PasswordHasher, operator: Operator, password: str
 ) -> None:
-    """A new password ends every access and refresh token made with the old one."""
+    """A new password ends every access and refresh token made with the old one, and every
+    web session: whoever signed in with the old password is signed out everywhere. (The web
+    page that changes the operator's own password then opens a session for its browser.)"""
     problem = password_problem(password)
     if problem:
         raise DomainError(problem)
@@ -164,6 +166,7 @@ def set_password(
     operator.password_changed_at = datetime.now(UTC)
     revoke_operator_tokens(session, operator.id, "password_changed")
     revoke_operator_refresh_tokens(session, operator.id, "password_changed")
+    session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
     session.flush()
 
 
@@ -212,11 +215,13 @@ def password_version(operator: Operator) -> str:
 
 
 def set_active(session: Session, operator: Operator, active: bool) -> None:
-    """Deactivating an operator stops their tokens at once, and for good."""
+    """Deactivating an operator stops their tokens and ends their web sessions at once, and for
+    good: activating them again later does not bring either back."""
     operator.is_active = active
     if not active:
         revoke_operator_tokens(session, operator.id, "operator_deactivated")
         revoke_operator_refresh_tokens(session, operator.id, "operator_deactivated")
+        session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
     session.flush()
 
 
