@@ -135,6 +135,22 @@ def hold_writer_lock_on_sqlite(session: Session, operator_id: uuid.UUID) -> None
     )
 
 
+def lock_operator(session: Session, operator_id: uuid.UUID) -> Operator | None:
+    """The operator read afresh and locked until the session commits.
+
+    A password change or deactivation committed since the operator was last read is seen here,
+    and one that comes later waits for this transaction, so ends what it opens (a web session)
+    as well: for pages that check a password outside the transaction, then act on it.
+    """
+    hold_writer_lock_on_sqlite(session, operator_id)  # where FOR UPDATE holds nothing
+    return session.scalars(
+        select(Operator)
+        .where(Operator.id == operator_id)
+        .with_for_update(of=Operator)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
 def find_operator(session: Session, email: str) -> Operator | None:
     return session.scalar(select(Operator).where(Operator.email_key == email_key(email)))
 

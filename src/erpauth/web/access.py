@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 
 from erpauth.domain import audit
 from erpauth.domain.errors import DomainError
+from erpauth.domain.operators import lock_operator
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import equal
 from erpauth.services import Services
@@ -115,8 +116,10 @@ def reauthenticate(
 
     ``checked_hash`` is the password hash the typed password was checked against. A password
     change or deactivation committed meanwhile ended every session of the operator; moving to
-    a new session then would bring one back, so DomainError is raised instead.
+    a new session then would bring one back, so DomainError is raised instead. The operator
+    is locked until the caller commits, so a change that comes later ends the new session too.
     """
+    operator = lock_operator(session, operator.id) or operator
     if operator.password_hash != checked_hash or not operator.is_active:
         raise DomainError(CHANGED_MEANWHILE)
     services = services_of(request)
