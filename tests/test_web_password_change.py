@@ -1,10 +1,12 @@
 """User Settings → General: operators change their own password."""
 
+import threading
 from typing import Any
 
 import pytest
 
 import erpauth.web.user_settings
+from erpauth.domain.errors import Conflict
 from erpauth.domain.operators import find_operator, force_password_change, get_operator
 from tests.lifecycle import audit_events, cli_json, refresh, token_pair
 from tests.support import LiveServer
@@ -171,3 +173,44 @@ def test_a_password_set_with_the_command_signs_the_operator_out_of_every_browser
     assert create.status_code == 303, "the old session can make no operator"
     with live.services.database.session() as session:
         assert find_operator(session, "stays@example.com") is None
+
+
+def test_a_password_forced_while_the_own_change_is_saved_is_never_shown_unless_stored(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The administrator forces a new password just as the operator's own change, checked
+    already, is being saved: one of the two wins, and the administrator is never shown a
+    password that the other then overwrote."""
+    tenant = live.tenant()
+    save = erpauth.web.user_settings.set_password
+    shown: list[str] = []
+    refused: list[Conflict] = []
+
+    def force_change() -> None:
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.operator.email)
+            try:
+                shown.append(force_password_change(session, live.services.hasher, operator))
+            except Conflict as exc:
+                refused.append(exc)
+
+    change = threading.Thread(target=force_change)
+
+    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> None:
+        change.start()
+        change.join(timeout=2)  # as long as it takes, unless it must wait for this change
+        save(*args, **kwargs)
+
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        monkeypatch.setattr(erpauth.web.user_settings, "set_password", administrator_acts_meanwhile)
+        browser.post(CHANGE, change_form(tenant.operator.password))
+        change.join(timeout=30)
+        monkeypatch.undo()
+
+    assert len(shown + refused) == 1
+    with Browser(live) as fresh:
+        if shown:
+            assert fresh.sign_in(tenant.operator.email, shown[0]).status_code == 303
+        else:
+            assert fresh.sign_in(tenant.operator.email, NEW).status_code == 303

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from erpauth.abuse import Saturated, Throttled
 from erpauth.domain import audit
 from erpauth.domain.errors import DomainError
-from erpauth.domain.operators import email_key, set_password
+from erpauth.domain.operators import email_key, lock_operator, set_password
 from erpauth.domain.tokens import IssuedAccessToken
 from erpauth.domain.web_tokens import (
     WEB_SOURCE,
@@ -100,8 +100,9 @@ def change_password(
         return _general_tab(request, viewer, password_error=error, status=400)
 
     with services.database.session() as session:
-        operator = session.get(Operator, viewer.operator_id)
-        if operator.password_hash != password_hash or not operator.is_active:
+        # Locked: a change forced from now on waits for this one, and is then told it lost.
+        operator = lock_operator(session, viewer.operator_id)
+        if operator is None or operator.password_hash != password_hash or not operator.is_active:
             # Changed elsewhere while we checked the old password: that change stands.
             error = ("current_password", CHANGED_MEANWHILE)
             return _general_tab(request, viewer, password_error=error, status=409)
