@@ -1,12 +1,14 @@
 """User Settings → General: operators change their own password."""
 
+import threading
 from typing import Any
 
 import pytest
 
 import erpauth.web.user_settings
-from erpauth.domain.operators import force_password_change, get_operator
-from tests.lifecycle import audit_events, refresh, token_pair
+from erpauth.domain.errors import Conflict
+from erpauth.domain.operators import find_operator, force_password_change, get_operator
+from tests.lifecycle import audit_events, cli_json, refresh, token_pair
 from tests.support import LiveServer
 from tests.web_support import SESSION_COOKIE, Browser
 
@@ -163,3 +165,67 @@ def test_a_password_forced_by_an_administrator_during_the_check_is_not_overwritt
     with Browser(live) as fresh:
         assert fresh.sign_in(tenant.operator.email, NEW).status_code == 400
         assert fresh.sign_in(tenant.operator.email, forced[0]).status_code == 303
+
+
+def test_a_password_set_with_the_command_signs_the_operator_out_of_every_browser(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as stolen:
+        # Someone else has the administrator's session; the password is reset to lock them out.
+        stolen.sign_in_as(tenant.admin)
+        csrf = stolen.csrf()
+        reset = cli_json(live, "operator-set-password", tenant.admin.email)
+        home = stolen.get("/home")
+        create = stolen.http.post(
+            "/users",
+            data={"csrf_token": csrf, "email": "stays@example.com", "is_system_admin": "on"},
+        )
+
+    assert reset["password"]
+    assert home.status_code == 303
+    assert home.headers["location"].startswith("/signin")
+    assert create.status_code == 303, "the old session can make no operator"
+    with live.services.database.session() as session:
+        assert find_operator(session, "stays@example.com") is None
+
+
+def test_a_password_forced_while_the_own_change_is_saved_is_never_shown_unless_stored(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The administrator forces a new password just as the operator's own change, checked
+    already, is being saved: one of the two wins, and the administrator is never shown a
+    password that the other then overwrote."""
+    tenant = live.tenant()
+    save = erpauth.web.user_settings.set_password
+    shown: list[str] = []
+    refused: list[Conflict] = []
+
+    def force_change() -> None:
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.operator.email)
+            try:
+                shown.append(force_password_change(session, live.services.hasher, operator))
+            except Conflict as exc:
+                refused.append(exc)
+
+    change = threading.Thread(target=force_change)
+
+    def administrator_acts_meanwhile(*args: Any, **kwargs: Any) -> None:
+        change.start()
+        change.join(timeout=2)  # as long as it takes, unless it must wait for this change
+        save(*args, **kwargs)
+
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.operator)
+        monkeypatch.setattr(erpauth.web.user_settings, "set_password", administrator_acts_meanwhile)
+        browser.post(CHANGE, change_form(tenant.operator.password))
+        change.join(timeout=30)
+        monkeypatch.undo()
+
+    assert len(shown + refused) == 1
+    with Browser(live) as fresh:
+        if shown:
+            assert fresh.sign_in(tenant.operator.email, shown[0]).status_code == 303
+        else:
+            assert fresh.sign_in(tenant.operator.email, NEW).status_code == 303

@@ -2,17 +2,19 @@
 
 import re
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from erpauth.config import Settings
-from erpauth.domain.operators import get_operator, set_active
+from erpauth.domain.operators import force_password_change, get_operator, set_active
 from erpauth.security.secrets import sha256_hex
 from erpauth.storage.models import WebSession
+from erpauth.web import signin as signin_module
 from tests.fast_paths import backends_waiting
 from tests.support import LiveServer, live_server
 from tests.web_support import SESSION_COOKIE, Browser, audit_kinds
@@ -547,3 +549,42 @@ def test_sign_in_and_refusals_are_audited(live: LiveServer) -> None:
     kinds = audit_kinds(live, tenant.company_id)
     assert ("web.signin", "refused") in kinds
     assert ("web.signin", "success") in kinds
+
+
+def test_a_sign_in_overtaken_by_a_forced_password_change_leaves_no_session(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An administrator forces a new password just as the old one signs in, after the sign-in
+    has seen the old one is still current: the change ends every session, this one too."""
+    tenant = live.tenant()
+    open_session = signin_module.start_session
+    forced: list[str] = []
+
+    def force_change() -> None:
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.operator.email)
+            forced.append(force_password_change(session, live.services.hasher, operator))
+
+    change = threading.Thread(target=force_change)
+
+    def administrator_acts_meanwhile(*args: object, **kwargs: object) -> str:
+        change.start()
+        change.join(timeout=2)  # as long as it takes, unless it must wait for this sign-in
+        return open_session(*args, **kwargs)
+
+    monkeypatch.setattr(signin_module, "start_session", administrator_acts_meanwhile)
+    with Browser(live) as browser:
+        browser.sign_in(tenant.operator.email, tenant.operator.password)
+        change.join(timeout=30)
+        monkeypatch.undo()
+        home = browser.get("/home")
+
+    assert forced, "the password was forced during the sign-in"
+    assert home.status_code == 303
+    with live.services.database.session() as session:
+        sessions = session.scalar(
+            select(func.count())
+            .select_from(WebSession)
+            .where(WebSession.operator_id == tenant.operator.id)
+        )
+    assert sessions == 0

@@ -1,11 +1,13 @@
 """System Settings → API: the company's client ID and secrets, token expiry and call limit."""
 
 import re
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from erpauth.storage.models import AuditEvent, Company
+from erpauth.domain.operators import force_password_change, get_operator
+from erpauth.storage.models import AuditEvent, Company, WebSession
 from tests.support import LiveServer
 from tests.web_support import Browser, audit_kinds, secret_on
 
@@ -101,6 +103,46 @@ def test_show_with_a_wrong_password_reveals_nothing(live: LiveServer) -> None:
     assert "The password is wrong." in response.text
     assert tenant.primary_secret not in response.text
     assert ("secret.show", "refused") in audit_kinds(live, tenant.company_id)
+
+
+def test_show_reveals_nothing_and_revives_no_session_when_the_password_changes_meanwhile(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = live.tenant()
+    guard = live.services.abuse.sign_in
+    check = guard.verify
+
+    def another_administrator_forces_a_new_password(*args: Any, **kwargs: Any) -> bool:
+        # Suspecting the account, another administrator gives it a new password while this
+        # one is checked: every session of the account ends.
+        password_ok = check(*args, **kwargs)
+        with live.services.database.session() as session:
+            operator = get_operator(session, tenant.admin.email)
+            force_password_change(session, live.services.hasher, operator)
+        return password_ok
+
+    with Browser(live) as browser:
+        browser.sign_in_as(tenant.admin)
+        csrf = browser.csrf()
+        monkeypatch.setattr(guard, "verify", another_administrator_forces_a_new_password)
+        response = browser.http.post(
+            show("primary"), data={"password": tenant.admin.password, "csrf_token": csrf}
+        )
+        monkeypatch.undo()
+        afterwards = browser.get("/home")
+
+    assert response.status_code == 409
+    assert tenant.primary_secret not in response.text
+    assert "changed elsewhere just now" in response.text
+    assert afterwards.status_code == 303, "the forced change signed the browser out for good"
+    with live.services.database.session() as session:
+        sessions = session.scalar(
+            select(func.count())
+            .select_from(WebSession)
+            .where(WebSession.operator_id == tenant.admin.id)
+        )
+    assert sessions == 0
+    assert ("secret.show", "success") not in audit_kinds(live, tenant.company_id)
 
 
 def test_show_without_csrf_token_is_refused(live: LiveServer) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from erpauth.domain.errors import Conflict
 from erpauth.domain.operators import find_operator, force_password_change
 from erpauth.storage.models import Operator
-from tests.lifecycle import audit_events, refresh, token_pair
+from tests.lifecycle import audit_events, cli_json, refresh, token_pair
 from tests.support import LiveServer
 from tests.web_support import (
     Browser,
@@ -386,3 +386,18 @@ def test_a_force_password_change_overtaken_inside_its_transaction_changes_nothin
 
     with Browser(live) as fresh:
         assert fresh.sign_in(tenant.operator.email, winner).status_code == 303
+
+
+def test_an_operator_deactivated_and_activated_again_with_the_command_is_signed_out(
+    live: LiveServer,
+) -> None:
+    tenant = live.tenant()
+    with Browser(live) as operator:
+        operator.sign_in_as(tenant.operator)
+        # No request of that browser comes between the two commands.
+        cli_json(live, "operator-deactivate", tenant.operator.email)
+        cli_json(live, "operator-activate", tenant.operator.email)
+        home = operator.get("/home")
+
+    assert home.status_code == 303
+    assert home.headers["location"].startswith("/signin")

@@ -135,6 +135,22 @@ def hold_writer_lock_on_sqlite(session: Session, operator_id: uuid.UUID) -> None
     )
 
 
+def lock_operator(session: Session, operator_id: uuid.UUID) -> Operator | None:
+    """The operator read afresh and locked until the session commits.
+
+    A password change or deactivation committed since the operator was last read is seen here,
+    and one that comes later waits for this transaction, so ends what it opens (a web session)
+    as well: for pages that check a password outside the transaction, then act on it.
+    """
+    hold_writer_lock_on_sqlite(session, operator_id)  # where FOR UPDATE holds nothing
+    return session.scalars(
+        select(Operator)
+        .where(Operator.id == operator_id)
+        .with_for_update(of=Operator)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
 def find_operator(session: Session, email: str) -> Operator | None:
     return session.scalar(select(Operator).where(Operator.email_key == email_key(email)))
 
@@ -156,7 +172,9 @@ def get_operator_by_id(session: Session, operator_id: uuid.UUID) -> Operator:
 def set_password(
     session: Session, hasher: PasswordHasher, operator: Operator, password: str
 ) -> None:
-    """A new password ends every access and refresh token made with the old one."""
+    """A new password ends every access and refresh token made with the old one, and every
+    web session: whoever signed in with the old password is signed out everywhere. (The web
+    page that changes the operator's own password then opens a session for its browser.)"""
     problem = password_problem(password)
     if problem:
         raise DomainError(problem)
@@ -164,6 +182,7 @@ def set_password(
     operator.password_changed_at = datetime.now(UTC)
     revoke_operator_tokens(session, operator.id, "password_changed")
     revoke_operator_refresh_tokens(session, operator.id, "password_changed")
+    session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
     session.flush()
 
 
@@ -212,11 +231,13 @@ def password_version(operator: Operator) -> str:
 
 
 def set_active(session: Session, operator: Operator, active: bool) -> None:
-    """Deactivating an operator stops their tokens at once, and for good."""
+    """Deactivating an operator stops their tokens and ends their web sessions at once, and for
+    good: activating them again later does not bring either back."""
     operator.is_active = active
     if not active:
         revoke_operator_tokens(session, operator.id, "operator_deactivated")
         revoke_operator_refresh_tokens(session, operator.id, "operator_deactivated")
+        session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
     session.flush()
 
 

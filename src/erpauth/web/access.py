@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from erpauth.domain import audit
+from erpauth.domain.errors import DomainError
+from erpauth.domain.operators import lock_operator
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import equal
 from erpauth.services import Services
@@ -17,6 +19,10 @@ from erpauth.web.sessions import cookie_name, load_session, reauthenticated
 
 CSRF_FIELD = "csrf_token"
 ADMIN_ONLY = "Only System Administrators can open this page."
+CHANGED_MEANWHILE = (
+    "Your password or account was changed elsewhere just now, so nothing was saved. "
+    "Reload the page and try again."
+)
 
 
 @dataclass(frozen=True)
@@ -103,11 +109,19 @@ def signed_in(request: Request) -> Viewer:
 
 
 def reauthenticate(
-    request: Request, session: Session, viewer: Viewer, operator: Operator
+    request: Request, session: Session, viewer: Viewer, operator: Operator, checked_hash: str
 ) -> Viewer:
     """The viewer under the new session id and CSRF token they move to, now that they typed
     their password again; the page's answer must set the new cookie (``set_session_cookie``).
+
+    ``checked_hash`` is the password hash the typed password was checked against. A password
+    change or deactivation committed meanwhile ended every session of the operator; moving to
+    a new session then would bring one back, so DomainError is raised instead. The operator
+    is locked until the caller commits, so a change that comes later ends the new session too.
     """
+    operator = lock_operator(session, operator.id) or operator
+    if operator.password_hash != checked_hash or not operator.is_active:
+        raise DomainError(CHANGED_MEANWHILE)
     services = services_of(request)
     session_id, csrf_token = reauthenticated(
         session, services.settings, operator, origin_of(request), viewer.session_id

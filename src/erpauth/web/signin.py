@@ -8,7 +8,7 @@ from fastapi.responses import Response
 
 from erpauth.abuse import Saturated, SignInAttempt, Throttled
 from erpauth.domain import audit
-from erpauth.domain.operators import find_operator
+from erpauth.domain.operators import find_operator, lock_operator
 from erpauth.http.origin import origin_of
 from erpauth.security.secrets import equal
 from erpauth.services import Services
@@ -84,7 +84,13 @@ def signin(
         return _held_back_form(request, held_back(exc), **form)
 
     with services.database.session() as session:
-        operator = session.get(Operator, operator_id) if operator_id else None
+        operator = None
+        if operator_id and password_ok:
+            # A session may follow: locked, so a password forced from now on waits, then ends
+            # it. A wrong password takes no lock.
+            operator = lock_operator(session, operator_id)
+        elif operator_id:
+            operator = session.get(Operator, operator_id)
         if operator is not None and operator.password_hash != password_hash:
             password_ok = False  # the password changed while we were checking the old one
         error = _refusal(operator, password_ok)

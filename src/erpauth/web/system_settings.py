@@ -124,11 +124,14 @@ def show_secret(
     if not password_ok:
         return _api_tab(request, viewer, show_error=(checked, WRONG_PASSWORD), status=400)
 
-    with services.database.session() as session:
-        client = _record_show(session, request, viewer, checked, "success")
-        secret = reveal_secret(services.box, client, checked)
-        operator = session.get(Operator, viewer.operator_id)
-        viewer = reauthenticate(request, session, viewer, operator)
+    try:
+        with services.database.session() as session:
+            operator = session.get(Operator, viewer.operator_id)
+            viewer = reauthenticate(request, session, viewer, operator, password_hash)
+            client = _record_show(session, request, viewer, checked, "success")
+            secret = reveal_secret(services.box, client, checked)
+    except DomainError as exc:
+        return _api_tab(request, viewer, show_error=(checked, str(exc)), status=409)
     response = _api_tab(request, viewer, revealed={checked: secret})
     set_session_cookie(response, services.settings, viewer.session_id)
     return response

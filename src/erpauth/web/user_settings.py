@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from erpauth.abuse import Saturated, Throttled
 from erpauth.domain import audit
 from erpauth.domain.errors import DomainError
-from erpauth.domain.operators import email_key, set_password
+from erpauth.domain.operators import email_key, lock_operator, set_password
 from erpauth.domain.tokens import IssuedAccessToken
 from erpauth.domain.web_tokens import (
     WEB_SOURCE,
@@ -22,7 +22,14 @@ from erpauth.domain.web_tokens import (
 from erpauth.http.origin import origin_of
 from erpauth.security.passwords import MIN_PASSWORD_LENGTH, password_problem
 from erpauth.storage.models import Operator
-from erpauth.web.access import CheckedForm, SignedIn, Viewer, reauthenticate, services_of
+from erpauth.web.access import (
+    CHANGED_MEANWHILE,
+    CheckedForm,
+    SignedIn,
+    Viewer,
+    reauthenticate,
+    services_of,
+)
 from erpauth.web.defences import check_password_again, held_back
 from erpauth.web.render import page, redirect, redirect_with_notice, sentence
 from erpauth.web.sessions import (
@@ -37,10 +44,6 @@ GENERAL_TAB = "/settings/user"
 API_TAB = "/settings/user/api"
 WRONG_CREDENTIALS = "The e-mail or password is wrong."
 WRONG_CURRENT_PASSWORD = "The current password is wrong."
-CHANGED_MEANWHILE = (
-    "Your password or account was changed elsewhere just now, so nothing was saved. "
-    "Reload the page and try again."
-)
 
 
 @router.get(GENERAL_TAB)
@@ -103,8 +106,9 @@ def change_password(
         return _general_tab(request, viewer, password_error=error, status=400)
 
     with services.database.session() as session:
-        operator = session.get(Operator, viewer.operator_id)
-        if operator.password_hash != password_hash or not operator.is_active:
+        # Locked: a change forced from now on waits for this one, and is then told it lost.
+        operator = lock_operator(session, viewer.operator_id)
+        if operator is None or operator.password_hash != password_hash or not operator.is_active:
             # Changed elsewhere while we checked the old password: that change stands.
             error = ("current_password", CHANGED_MEANWHILE)
             return _general_tab(request, viewer, password_error=error, status=409)
@@ -201,7 +205,7 @@ def make_token(
                 replaced=replaced,
             )
             # Last: a refusal above rolls back and leaves the session as it was.
-            viewer = reauthenticate(request, session, viewer, operator)
+            viewer = reauthenticate(request, session, viewer, operator, password_hash)
     except DomainError as exc:
         return _api_tab(request, viewer, error=str(exc), status=403)
     response = _api_tab(request, viewer, new_token=issued)

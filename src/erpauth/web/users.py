@@ -23,7 +23,6 @@ from erpauth.security.secrets import new_password
 from erpauth.storage.models import Company, Operator
 from erpauth.web.access import AdminForm, SystemAdmin, Viewer, services_of
 from erpauth.web.render import page, redirect_with_notice, sentence
-from erpauth.web.sessions import end_operator_sessions
 
 router = APIRouter(include_in_schema=False)
 
@@ -93,8 +92,6 @@ def change_active(
         if operator.id == viewer.operator_id and not active:
             raise DomainError("you cannot deactivate your own account")
         set_active(session, operator, active)
-        if not active:
-            end_operator_sessions(session, operator.id)
         kind = "operator.activate" if active else "operator.deactivate"
         _record_change(session, request, viewer, operator, kind)
     notice = f"operator-{'activated' if active else 'deactivated'}"
