@@ -349,6 +349,21 @@ def test_a_notice_waits_for_its_own_page_and_cannot_be_forged_or_linked(
     assert "You are signed out." not in linked.text
 
 
+def test_a_copied_notice_cookie_shows_nothing_once_its_minute_is_over(live: LiveServer) -> None:
+    def signed(until: int) -> str:
+        mac = live.services.box.derive(f"notice:/signin:signed-out:{until}")
+        return f"signed-out.{until}.{mac}"
+
+    with Browser(live) as browser:
+        browser.http.cookies.set("erpauth_notice", signed(int(time.time()) + 60), "127.0.0.1")
+        fresh = browser.get("/signin")
+        browser.http.cookies.set("erpauth_notice", signed(int(time.time()) - 1), "127.0.0.1")
+        kept_too_long = browser.get("/signin")
+
+    assert "You are signed out." in fresh.text
+    assert "You are signed out." not in kept_too_long.text
+
+
 def test_sign_out_without_csrf_token_is_refused_with_a_page(live: LiveServer) -> None:
     tenant = live.tenant()
     with Browser(live) as browser:

@@ -1,5 +1,6 @@
 """Turning templates into responses: the Jinja2 environment, dates, notices, redirects."""
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,9 @@ NOTICES = {
 
 
 # The notice travels in a cookie that lives a minute, not in the address: a reload, a bookmark
-# or the address bar then never shows it again. It names the page it is for, with an HMAC
-# made with the server key, so it cannot be planted or moved to another page.
+# or the address bar then never shows it again. It names the page it is for and the time it
+# ends, with an HMAC made with the server key, so it cannot be planted, moved to another page
+# or kept longer than the browser keeps it.
 NOTICE_COOKIE = "erpauth_notice"
 NOTICE_SECONDS = 60
 
@@ -128,9 +130,10 @@ def redirect_with_notice(request: Request, url: str, notice: str) -> RedirectRes
     services = services_of(request)
     response = redirect(url)
     path = urlsplit(url).path
+    until = int(time.time()) + NOTICE_SECONDS
     response.set_cookie(
         _notice_cookie(request),
-        f"{notice}.{_notice_mac(request, path, notice)}",
+        f"{notice}.{until}.{_notice_mac(request, path, notice, until)}",
         max_age=NOTICE_SECONDS,
         httponly=True,
         secure=services.settings.secure_cookies,
@@ -143,14 +146,17 @@ def redirect_with_notice(request: Request, url: str, notice: str) -> RedirectRes
 def _notice_for(request: Request) -> str | None:
     """The notice a redirect left for this page, if the cookie is genuine and for this page."""
     value = request.cookies.get(_notice_cookie(request), "")
-    code, _, mac = value.partition(".")
-    if code not in NOTICES or not equal(mac, _notice_mac(request, request.url.path, code)):
+    code, _, rest = value.partition(".")
+    until, _, mac = rest.partition(".")
+    if code not in NOTICES or not until.isdigit() or int(until) < time.time():
+        return None  # the browser keeps it a minute; a copy kept longer is worth nothing
+    if not equal(mac, _notice_mac(request, request.url.path, code, int(until))):
         return None
     return NOTICES[code]
 
 
-def _notice_mac(request: Request, path: str, code: str) -> str:
-    return services_of(request).box.derive(f"notice:{path}:{code}")
+def _notice_mac(request: Request, path: str, code: str, until: int) -> str:
+    return services_of(request).box.derive(f"notice:{path}:{code}:{until}")
 
 
 def _notice_cookie(request: Request) -> str:
