@@ -2,6 +2,8 @@
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 import threading
@@ -226,9 +228,10 @@ def test_an_unknown_option_is_answered_with_the_usage_of_its_command(
     assert plain.returncode == 2
     assert plain.stderr.startswith("usage: erpauth audit-export")
     assert "--company COMPANY" in plain.stderr
-    assert "erpauth audit-export: error: unrecognized arguments: --code DEMO" in plain.stderr
+    unrecognized = "unrecognized option: --code; 1 unexpected value (not repeated here)"
+    assert f"erpauth audit-export: error: {unrecognized}" in plain.stderr
     assert with_json.returncode == 1
-    assert json.loads(with_json.stdout) == {"error": "unrecognized arguments: --code DEMO"}
+    assert json.loads(with_json.stdout) == {"error": unrecognized}
     assert with_json.stderr.startswith("erpauth audit-export: ")
 
 
@@ -900,3 +903,72 @@ def test_company_commands_take_the_account_code_as_company_too(
     assert made["account_code"] == code
     assert credentials["client_id"] == made["client_id"]
     assert closed["api_enabled"] is False
+
+
+def test_a_mistyped_option_is_named_but_its_value_never_repeated(
+    data_dir: Path, database_url: str
+) -> None:
+    secret = "typo-password-" + os.urandom(4).hex()
+
+    for args in (
+        ["--pasword", secret],
+        [f"--pasword={secret}"],
+        ["--password-stdn", secret, "--json"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "erpauth.cli", "operator-set-password", "a@b.example", *args],
+            env=os.environ
+            | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode in (1, 2)
+        assert "unrecognized option: --pas" in done.stderr
+        assert secret not in done.stdout + done.stderr
+
+
+def test_password_stdin_at_a_terminal_is_not_shown_as_it_is_typed(
+    data_dir: Path, database_url: str
+) -> None:
+    code = "Tty" + os.urandom(3).hex()
+    erpauth(data_dir, database_url, "company-create", "--name", "Tty", "--code", code)
+    made = erpauth(
+        data_dir, database_url, "operator-create", "--company", code, "--email", f"t@{code}.example"
+    )
+    typed = "typed-at-a-terminal-" + os.urandom(4).hex()
+    env = os.environ | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "erpauth.cli", "operator-set-password", made["email"]]
+
+    # A real pseudo-terminal as the command's terminal, as when a person runs it.
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: becomes the command
+        os.execve(sys.executable, [*command, "--password-stdin"], env)  # noqa: S606
+    shown = _read_until(terminal, b"Password: ")
+    os.write(terminal, typed.encode() + b"\n")
+    shown += _read_until(terminal, None)
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+
+    assert os.waitstatus_to_exitcode(status) == 0, shown
+    assert typed.encode() not in shown
+    assert password_works(data_dir, database_url, made["email"], typed)
+
+
+def _read_until(terminal: int, wanted: bytes | None, seconds: float = 60) -> bytes:
+    """What the terminal shows until ``wanted`` appears (None: until the command ends)."""
+    shown = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (wanted is None or wanted not in shown):
+        ready, _, _ = select.select([terminal], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    return shown

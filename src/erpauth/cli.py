@@ -2,6 +2,8 @@
 
 import argparse
 import dataclasses
+import getpass
+import io
 import json
 import os
 import re
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # argparse would answer with the usage of `erpauth` itself; the command's shows its options.
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.command_parser.error(_unrecognized(unknown))
     if argv is None and args.command in SERVING:
         allocator.with_huge_pages()  # the workers' password hashing, without page faults
     try:
@@ -114,6 +116,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if result is not None:
         _print(args, result)
     return 0
+
+
+def _unrecognized(unknown: list[str]) -> str:
+    """What was not understood, naming the options but never repeating a value: a mistyped
+    ``--pasword hunter2`` or a stray word may be a password."""
+    names = [token.split("=", 1)[0] for token in unknown if token.startswith("-")]
+    others = len(unknown) - len(names)
+    parts = []
+    if names:
+        parts.append(f"unrecognized option{'s' if len(names) > 1 else ''}: {' '.join(names)}")
+    if others:
+        parts.append(f"{others} unexpected value{'s' if others > 1 else ''} (not repeated here)")
+    return "; ".join(parts)
 
 
 def _settings_problem(exc: ValidationError) -> str:
@@ -439,6 +454,9 @@ def _given_password(args: argparse.Namespace) -> str | None:
     if args.password_stdin:
         if sys.stdin is None:  # started with its standard input closed
             raise DomainError("--password-stdin: the command has no standard input")
+        if sys.stdin.isatty():
+            # Typed by a person: not shown on the screen as it is typed.
+            return _read_password(io.BytesIO(getpass.getpass("Password: ").encode() + b"\n"))
         return _read_password(sys.stdin.buffer)
     if args.password is not None:
         print(
