@@ -16,6 +16,22 @@ import pytest
 from tests.support import ME_PATH, TOKEN_PATH, live_server, make_settings, postgres_database
 
 
+def run_erpauth(
+    data_dir: Path, database_url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs the command on this data folder and database, as a person would from a shell."""
+    return subprocess.run(
+        [sys.executable, "-m", "erpauth.cli", *args],
+        env=os.environ
+        | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+        | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def erpauth(
     data_dir: Path,
     database_url: str,
@@ -188,21 +204,14 @@ def test_usage_errors_are_json_too_when_json_is_asked_for(
     data_dir: Path, database_url: str
 ) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "erpauth.cli", *args],
-            env=os.environ
-            | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_erpauth(data_dir, database_url, *args)
 
     with_json = run("company-create", "--name", "X", "--json")
     plain = run("company-create", "--name", "X")
 
     assert with_json.returncode == 1
-    assert json.loads(with_json.stdout) == {"error": "the following arguments are required: --code"}
+    required = "the following arguments are required: --code/--company"
+    assert json.loads(with_json.stdout) == {"error": required}
     # Without --json, argparse's usage message and exit code, as people expect them.
     assert plain.returncode == 2
     assert plain.stderr.startswith("usage: erpauth company-create")
@@ -212,15 +221,7 @@ def test_an_unknown_option_is_answered_with_the_usage_of_its_command(
     data_dir: Path, database_url: str
 ) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "erpauth.cli", *args],
-            env=os.environ
-            | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_erpauth(data_dir, database_url, *args)
 
     plain = run("audit-export", "--code", "DEMO")
     with_json = run("audit-export", "--code", "DEMO", "--json")
@@ -866,21 +867,13 @@ def test_create_company_commits_nothing_when_the_callers_transaction_fails(
 
 
 def test_commands_log_only_warnings_unless_a_log_level_is_set(
-    data_dir: Path, database_url: str
+    data_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {name: value for name, value in os.environ.items() if name != "ERPAUTH_LOG_LEVEL"}
-    env |= {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url}
+    monkeypatch.delenv("ERPAUTH_LOG_LEVEL", raising=False)
 
-    def company_create(code: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "erpauth.cli", "company-create"]
-        return subprocess.run(
-            [*command, "--name", f"Logging {code}", "--code", code],
-            env=env | extra,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    def company_create(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+        args = ("company-create", "--name", f"Logging {code}", "--code", code)
+        return run_erpauth(data_dir, database_url, *args, env=env)
 
     quiet = company_create("LOGQUIET")
     asked = company_create("LOGASKED", ERPAUTH_LOG_LEVEL="INFO")
@@ -915,15 +908,7 @@ def test_a_mistyped_option_is_named_but_its_value_never_repeated(
         [f"--pasword={secret}"],
         ["--password-stdn", secret, "--json"],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "erpauth.cli", "operator-set-password", "a@b.example", *args],
-            env=os.environ
-            | {"ERPAUTH_DATA_DIR": str(data_dir), "ERPAUTH_DATABASE_URL": database_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_erpauth(data_dir, database_url, "operator-set-password", "a@b.example", *args)
         assert done.returncode in (1, 2)
         assert "unrecognized option: --pas" in done.stderr
         assert secret not in done.stdout + done.stderr
