@@ -180,9 +180,7 @@ def set_password(
         raise DomainError(problem)
     operator.password_hash = hasher.hash(password)
     operator.password_changed_at = datetime.now(UTC)
-    revoke_operator_tokens(session, operator.id, "password_changed")
-    revoke_operator_refresh_tokens(session, operator.id, "password_changed")
-    session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
+    _end_access(session, operator.id, "password_changed")
     session.flush()
 
 
@@ -217,9 +215,7 @@ def force_password_change(
         raise Conflict(CHANGED_BY_SOMEONE_ELSE)
     session.expire(operator, ["password_hash", "password_changed_at"])
 
-    revoke_operator_tokens(session, operator.id, "password_changed")
-    revoke_operator_refresh_tokens(session, operator.id, "password_changed")
-    session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
+    _end_access(session, operator.id, "password_changed")
     session.flush()
     return password
 
@@ -235,10 +231,16 @@ def set_active(session: Session, operator: Operator, active: bool) -> None:
     good: activating them again later does not bring either back."""
     operator.is_active = active
     if not active:
-        revoke_operator_tokens(session, operator.id, "operator_deactivated")
-        revoke_operator_refresh_tokens(session, operator.id, "operator_deactivated")
-        session.execute(delete(WebSession).where(WebSession.operator_id == operator.id))
+        _end_access(session, operator.id, "operator_deactivated")
     session.flush()
+
+
+def _end_access(session: Session, operator_id: uuid.UUID, reason: str) -> None:
+    """Ends everything the operator's old password or standing gave: access and refresh
+    tokens (revoked for ``reason``) and web sessions."""
+    revoke_operator_tokens(session, operator_id, reason)
+    revoke_operator_refresh_tokens(session, operator_id, reason)
+    session.execute(delete(WebSession).where(WebSession.operator_id == operator_id))
 
 
 def set_api_permission(session: Session, operator: Operator, allowed: bool) -> None:

@@ -5,7 +5,6 @@ database does not let anyone take over a session. Each session carries its own C
 """
 
 import secrets
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -141,9 +140,3 @@ def _set(session: Session, session_id: str, **values: datetime) -> None:
 
 def end_session(session: Session, session_id: str) -> None:
     session.execute(delete(WebSession).where(WebSession.id_hash == sha256_hex(session_id)))
-
-
-def end_operator_sessions(session: Session, operator_id: uuid.UUID) -> int:
-    """Signs the operator out everywhere, e.g. when deactivated or given a new password."""
-    result = session.execute(delete(WebSession).where(WebSession.operator_id == operator_id))
-    return int(result.rowcount or 0)

@@ -32,11 +32,7 @@ from erpauth.web.access import (
 )
 from erpauth.web.defences import check_password_again, held_back
 from erpauth.web.render import page, redirect, redirect_with_notice, sentence
-from erpauth.web.sessions import (
-    end_operator_sessions,
-    set_session_cookie,
-    start_session,
-)
+from erpauth.web.sessions import set_session_cookie, start_session
 
 router = APIRouter(include_in_schema=False)
 
@@ -112,8 +108,7 @@ def change_password(
             # Changed elsewhere while we checked the old password: that change stands.
             error = ("current_password", CHANGED_MEANWHILE)
             return _general_tab(request, viewer, password_error=error, status=409)
-        set_password(session, services.hasher, operator, new_password)
-        end_operator_sessions(session, operator.id)
+        set_password(session, services.hasher, operator, new_password)  # signs out everywhere
         session_id = start_session(session, services.settings, operator, origin)
         audit.record(
             session,
