@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from erpauth.domain.audit import Origin
 from erpauth.domain.errors import DomainError
-from erpauth.domain.operators import hold_writer_lock_on_sqlite
+from erpauth.domain.operators import lock_operator
 from erpauth.domain.tokens import IssuedAccessToken, TokenService, revoke_operator_tokens
 from erpauth.storage.models import AccessToken, Company, Operator
 
@@ -57,13 +57,8 @@ def replace_web_token(
     # Two clicks racing must not leave two live tokens: the row lock queues the second. The
     # operator is read again under it: a deactivation or a permission taken away that
     # committed since it was loaded revoked their tokens, and must not miss this one.
-    hold_writer_lock_on_sqlite(session, operator.id)  # where FOR UPDATE holds nothing
-    session.scalars(
-        select(Operator)
-        .where(Operator.id == operator.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    if lock_operator(session, operator.id) is None:  # refreshes ``operator`` in place
+        raise DomainError("this operator no longer exists")
     company = operator.company
     problem = refusal(operator, company)
     if problem is not None:
