@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from erpauth.security.secrets import equal
 from erpauth.web.access import CSRF_FIELD, Viewer, services_of
+from erpauth.web.sessions import host_cookie
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -160,10 +161,7 @@ def _notice_mac(request: Request, path: str, code: str, until: int) -> str:
 
 
 def _notice_cookie(request: Request) -> str:
-    # As the session cookie: over HTTPS the __Host- prefix keeps sibling subdomains out.
-    if services_of(request).settings.secure_cookies:
-        return "__Host-" + NOTICE_COOKIE
-    return NOTICE_COOKIE
+    return host_cookie(services_of(request).settings, NOTICE_COOKIE)
 
 
 def _forget_notice(request: Request, response: Response) -> None:

@@ -21,10 +21,15 @@ from erpauth.storage.models import Operator, WebSession
 TOUCH_RESOLUTION = timedelta(seconds=60)
 
 
+def host_cookie(settings: Settings, name: str) -> str:
+    """A cookie's name: over HTTPS with the __Host- prefix, which makes the browser refuse the
+    cookie unless it is Secure, host-only and for path /, so a sibling subdomain cannot plant
+    one."""
+    return "__Host-" + name if settings.secure_cookies else name
+
+
 def cookie_name(settings: Settings) -> str:
-    # The __Host- prefix makes the browser refuse the cookie unless it is Secure, host-only
-    # and for path /, so a sibling subdomain cannot plant one.
-    return "__Host-erpauth_session" if settings.secure_cookies else "erpauth_session"
+    return host_cookie(settings, "erpauth_session")
 
 
 def set_session_cookie(response: Response, settings: Settings, session_id: str) -> None:

@@ -20,6 +20,7 @@ from erpauth.web.render import page, redirect, redirect_with_notice
 from erpauth.web.sessions import (
     clear_session_cookie,
     end_session,
+    host_cookie,
     set_session_cookie,
     start_session,
 )
@@ -213,9 +214,8 @@ def _signin_cookie(services: Services) -> tuple[str, str]:
     """The nonce cookie's name and path. Over HTTPS it takes the __Host- prefix, as the session
     cookie does: a sibling subdomain could otherwise plant a nonce whose form token it knows,
     and sign the browser in to an account of its choosing (login CSRF)."""
-    if services.settings.secure_cookies:
-        return "__Host-" + SIGNIN_COOKIE, "/"
-    return SIGNIN_COOKIE, "/signin"
+    path = "/" if services.settings.secure_cookies else "/signin"  # the prefix asks for /
+    return host_cookie(services.settings, SIGNIN_COOKIE), path
 
 
 def _form_token(services: Services, nonce: str) -> str:
