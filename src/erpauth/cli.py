@@ -482,8 +482,8 @@ def _read_password(stream: BinaryIO) -> str:
     line = stream.readline(_PASSWORD_LINE_BYTES + 1)
     if len(line) > _PASSWORD_LINE_BYTES:
         raise DomainError(f"the password must be at most {MAX_PASSWORD_LENGTH} characters long")
-    # A terminal has nothing more to give until the person types it; a pipe or file must end.
-    if not stream.isatty() and stream.read(1):
+    # A pipe or file must end here (a terminal is read with getpass, one line).
+    if stream.read(1):
         raise DomainError(
             "--password-stdin: standard input holds more than one line; give the password "
             "alone, on one line"
