@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from erpauth.domain.errors import Conflict, DomainError, NotFound
 from erpauth.security.secrets import SecretBox, new_client_secret
+from erpauth.storage.db import hold_writer_lock_on_sqlite
 from erpauth.storage.models import ApiClient, Company
 
 MAX_TOKEN_EXPIRY_HOURS = 24 * 366
@@ -76,23 +77,13 @@ def create_company(
 
 
 def _hold_writer_lock_on_sqlite(session: Session, key: str) -> None:
-    """On SQLite, takes the database's one writer lock before the account code is checked.
-
-    No other writer can then commit the code between the check and the insert. It also makes
-    pysqlite begin the transaction, which it otherwise does only before an INSERT, UPDATE or
-    DELETE: the savepoint in create_company would else be the outermost, and releasing it
-    would commit the company on its own, apart from what the caller writes with it. The UPDATE
-    changes nothing (it matches at most the company that has the code already); SQLite takes
-    the lock for it all the same. PostgreSQL needs neither.
-    """
-    if session.get_bind().dialect.name != "sqlite":
-        return
-    session.execute(
-        update(Company)
-        .where(Company.account_code_key == key)
-        .values(account_code_key=Company.account_code_key),
-        execution_options={"synchronize_session": False},
-    )
+    """On SQLite, the writer lock before the account code is checked, so that no other writer
+    can commit the code before the insert. It also makes pysqlite begin the transaction: the
+    savepoint in create_company would else be the outermost, and releasing it would commit the
+    company apart from what the caller writes with it. The UPDATE matches at most the company
+    that has the code already, and changes nothing. PostgreSQL needs neither."""
+    no_op = update(Company).where(Company.account_code_key == key)
+    hold_writer_lock_on_sqlite(session, no_op.values(account_code_key=Company.account_code_key))
 
 
 def _refuse_taken_code(session: Session, key: str, typed: str) -> None:

@@ -16,6 +16,7 @@ from erpauth.domain.refresh_tokens import revoke_operator_refresh_tokens
 from erpauth.domain.tokens import revoke_operator_tokens
 from erpauth.security.passwords import PasswordHasher, password_problem
 from erpauth.security.secrets import equal, new_password, sha256_hex
+from erpauth.storage import db as storage_db
 from erpauth.storage.models import Company, Operator, WebSession
 
 # Deliberately loose: one @, something on each side, no spaces. Delivery proves the rest.
@@ -120,19 +121,11 @@ def create_and_audit_operator(
 
 
 def hold_writer_lock_on_sqlite(session: Session, operator_id: uuid.UUID) -> None:
-    """On SQLite, takes the database's one writer lock now, until the session commits.
-
-    SQLite ignores FOR SHARE and FOR UPDATE, and pysqlite begins a transaction only at its
-    first write, so a locking read holds nothing there. A write that changes nothing (the
-    operator's ``updated_at`` to itself) takes the writer lock instead; writers take turns on
-    SQLite anyway. On other databases it does nothing: the caller's locking read holds the row.
-    """
-    if session.get_bind().dialect.name != "sqlite":
-        return
-    session.execute(
-        update(Operator).where(Operator.id == operator_id).values(updated_at=Operator.updated_at),
-        execution_options={"synchronize_session": False},
-    )
+    """On SQLite, the writer lock (``storage.db.hold_writer_lock_on_sqlite``), taken by writing
+    the operator's ``updated_at`` to itself; elsewhere nothing: the caller's locking read holds
+    the operator's row."""
+    no_op = update(Operator).where(Operator.id == operator_id)
+    storage_db.hold_writer_lock_on_sqlite(session, no_op.values(updated_at=Operator.updated_at))
 
 
 def lock_operator(session: Session, operator_id: uuid.UUID) -> Operator | None:

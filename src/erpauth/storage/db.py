@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, Update, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,6 +55,19 @@ def make_async_engine(settings: Settings) -> AsyncEngine | None:
         pool_timeout=10,
         isolation_level="AUTOCOMMIT",
     )
+
+
+def hold_writer_lock_on_sqlite(session: Session, no_op_write: Update) -> None:
+    """On SQLite, takes the database's one writer lock now, until the session commits.
+
+    SQLite ignores FOR SHARE and FOR UPDATE, and pysqlite begins a transaction only at its
+    first write, so a locking read holds nothing there (and a savepoint would be the outermost
+    transaction). ``no_op_write``, an UPDATE that changes nothing, takes the lock instead;
+    writers take turns on SQLite anyway. On other databases it does nothing: the caller's
+    locking read or the insert's unique index does the work.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(no_op_write, execution_options={"synchronize_session": False})
 
 
 def _create_private_sqlite_file(url: str) -> None:
